@@ -1,0 +1,246 @@
+//! The kernel ABI of xdp-ingress: everything the eBPF programs and the daemon must agree on.
+//!
+//! Owns map names, map sizes, the `#[repr(C)]` values stored in maps, the counter indices and the
+//! flow hash. The eBPF programs (`ingress-ebpf`) read these maps on every packet; the daemon
+//! (`ingress-user`, feature `user`) writes them through aya and reads the counters back.
+//!
+//! Data flow, per packet, for a TCP segment to a public port (XDP, ingress):
+//! `PUBLIC_PORTS[dport] -> listener` → `flow_hash(4-tuple) % MAGLEV_SIZE` → `MAGLEV[active half]
+//! -> slot` → `SLOTS[listener * MAX_SLOTS + slot].port` → destination port rewritten.
+//! On the way out (TC, egress): `WORKER_PORTS[sport] -> public port` → source port restored.
+//!
+//! All ports stored in maps are in host byte order, so `bpftool map dump` shows them as numbers.
+#![no_std]
+
+/// Folder (under a bpffs mount) where the daemon pins its maps. Bump the `v` when any layout here
+/// changes, so a new daemon never reuses maps of an older layout.
+pub const PIN_SUBDIR: &str = "v1";
+
+/// Map names, as declared by the eBPF programs and pinned by the daemon.
+pub mod map_name {
+    /// `HashMap<u16 public port, u32 listener index>`: the ports XDP steers.
+    pub const PUBLIC_PORTS: &str = "PUBLIC_PORTS";
+    /// `Array<WorkerSlot>` of `MAX_LISTENERS * MAX_SLOTS`: the worker port of each slot.
+    pub const SLOTS: &str = "SLOTS";
+    /// `Array<u32 slot>` of `2 * MAGLEV_SIZE`: two Maglev lookup tables (double buffer).
+    pub const MAGLEV: &str = "MAGLEV";
+    /// `Array<SteerState>` of 1: which Maglev half is live, how many slots there are.
+    pub const STATE: &str = "STATE";
+    /// `HashMap<u16 worker port, u16 public port>`: what TC egress restores.
+    pub const WORKER_PORTS: &str = "WORKER_PORTS";
+    /// `PerCpuArray<u64>` of `Counter::COUNT`: one counter per verdict and reason.
+    pub const COUNTERS: &str = "COUNTERS";
+}
+
+/// Program names (the function names of the eBPF entry points).
+pub mod program_name {
+    /// XDP, ingress: steers new and established connections to worker ports.
+    pub const XDP_STEER: &str = "xdp_steer";
+    /// TC classifier, egress: restores the public source port on replies.
+    pub const TC_RESTORE: &str = "tc_restore";
+}
+
+/// How many public ports (listeners: 80, 443, ...) the data plane can steer.
+pub const MAX_LISTENERS: u32 = 8;
+/// How many worker slots each listener can have.
+pub const MAX_SLOTS: u32 = 256;
+/// Size of one Maglev lookup table: prime, and larger than 100 × `MAX_SLOTS` so the share of each
+/// slot differs from the mean by well under 1%.
+pub const MAGLEV_SIZE: u32 = 65_537;
+/// Entries of the `MAGLEV` map: two tables, the live one selected by `SteerState::maglev_active`.
+pub const MAGLEV_ENTRIES: u32 = 2 * MAGLEV_SIZE;
+/// Entries of the `PUBLIC_PORTS` hash map.
+pub const PUBLIC_PORTS_ENTRIES: u32 = MAX_LISTENERS;
+/// Entries of the `SLOTS` array.
+pub const SLOTS_ENTRIES: u32 = MAX_LISTENERS * MAX_SLOTS;
+/// Entries of the `WORKER_PORTS` hash map: every slot of every listener, two generations.
+pub const WORKER_PORTS_ENTRIES: u32 = 2 * MAX_LISTENERS * MAX_SLOTS;
+
+/// One worker slot of one listener: the port its worker listens on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerSlot {
+    /// Worker port (host byte order); 0 means the slot is empty and nothing is steered to it.
+    pub port: u16,
+    /// Reserved, zero.
+    pub flags: u16,
+    /// Reserved, zero.
+    pub _reserved: u32,
+}
+
+/// Global steering state, the single entry of the `STATE` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SteerState {
+    /// Which half of `MAGLEV` is live: 0 or 1. Userspace writes the other half, then flips this.
+    pub maglev_active: u32,
+    /// Number of slots the live table refers to; 0 disables steering (everything passes).
+    pub slot_count: u32,
+    /// How the flow hash is computed: `HASH_FOUR_TUPLE` or `HASH_SOURCE`.
+    pub hash_mode: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
+}
+
+/// Hash the whole 4-tuple: connections spread evenly over workers.
+pub const HASH_FOUR_TUPLE: u32 = 0;
+/// Hash the source address only: a client always reaches the same worker.
+pub const HASH_SOURCE: u32 = 1;
+
+/// Index of each counter in the `COUNTERS` per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// XDP rewrote the destination port to a worker port.
+    XdpSteered = 0,
+    /// XDP: not IPv4/IPv6 (ARP, LLDP, ...), passed untouched.
+    XdpPassNotIp = 1,
+    /// XDP: IP but not TCP, passed untouched.
+    XdpPassNotTcp = 2,
+    /// XDP: TCP to a port we do not steer, passed untouched.
+    XdpPassNotOurs = 3,
+    /// XDP: a header was truncated or malformed, passed untouched for the kernel to judge.
+    XdpPassMalformed = 4,
+    /// XDP: a public port but no worker slot is live, passed to the public-port socket.
+    XdpPassNoWorker = 5,
+    /// XDP: IPv4 fragment or IPv4 with options, passed untouched.
+    XdpPassUnsupported = 6,
+    /// TC: restored the public source port on a reply from a worker.
+    TcRestored = 7,
+    /// TC: not a reply from a worker port, passed untouched.
+    TcPassNotOurs = 8,
+    /// TC: a header was truncated or malformed, passed untouched.
+    TcPassMalformed = 9,
+    /// TC: rewriting the packet failed (helper error), passed unchanged.
+    TcRewriteFailed = 10,
+}
+
+impl Counter {
+    /// Number of counters: the size of the `COUNTERS` map.
+    pub const COUNT: u32 = 11;
+
+    /// Every counter, in index order.
+    pub const ALL: [Counter; Counter::COUNT as usize] = [
+        Counter::XdpSteered,
+        Counter::XdpPassNotIp,
+        Counter::XdpPassNotTcp,
+        Counter::XdpPassNotOurs,
+        Counter::XdpPassMalformed,
+        Counter::XdpPassNoWorker,
+        Counter::XdpPassUnsupported,
+        Counter::TcRestored,
+        Counter::TcPassNotOurs,
+        Counter::TcPassMalformed,
+        Counter::TcRewriteFailed,
+    ];
+
+    /// `(program, verdict, reason)` labels used for metrics and `inspect`.
+    pub const fn labels(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Counter::XdpSteered => ("xdp", "steered", "worker"),
+            Counter::XdpPassNotIp => ("xdp", "pass", "not_ip"),
+            Counter::XdpPassNotTcp => ("xdp", "pass", "not_tcp"),
+            Counter::XdpPassNotOurs => ("xdp", "pass", "not_ours"),
+            Counter::XdpPassMalformed => ("xdp", "pass", "malformed"),
+            Counter::XdpPassNoWorker => ("xdp", "pass", "no_worker"),
+            Counter::XdpPassUnsupported => ("xdp", "pass", "unsupported"),
+            Counter::TcRestored => ("tc", "restored", "worker_reply"),
+            Counter::TcPassNotOurs => ("tc", "pass", "not_ours"),
+            Counter::TcPassMalformed => ("tc", "pass", "malformed"),
+            Counter::TcRewriteFailed => ("tc", "pass", "rewrite_failed"),
+        }
+    }
+}
+
+/// The flow hash both sides agree on (Jenkins `jhash_3words`, the kernel's own), over host-order
+/// values: `a` = source address, `b` = destination address, `c` = source port << 16 | dest port.
+/// For IPv6 the addresses are first folded to 32 bits with `fold_v6`.
+#[inline(always)]
+pub const fn flow_hash(a: u32, b: u32, c: u32) -> u32 {
+    const JHASH_INITVAL: u32 = 0xdead_beef;
+    let init = JHASH_INITVAL.wrapping_add(3 << 2);
+    let mut a = a.wrapping_add(init);
+    let mut b = b.wrapping_add(init);
+    let mut c = c.wrapping_add(init);
+    // __jhash_final
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(14));
+    a ^= c;
+    a = a.wrapping_sub(c.rotate_left(11));
+    b ^= a;
+    b = b.wrapping_sub(a.rotate_left(25));
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(16));
+    a ^= c;
+    a = a.wrapping_sub(c.rotate_left(4));
+    b ^= a;
+    b = b.wrapping_sub(a.rotate_left(14));
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(24));
+    c
+}
+
+/// Folds an IPv6 address (four host-order words) into 32 bits for `flow_hash`.
+#[inline(always)]
+pub const fn fold_v6(words: [u32; 4]) -> u32 {
+    words[0] ^ words[1] ^ words[2] ^ words[3]
+}
+
+/// The Maglev entry index for a flow in the live half.
+#[inline(always)]
+pub const fn maglev_index(active_half: u32, hash: u32) -> u32 {
+    (active_half & 1) * MAGLEV_SIZE + hash % MAGLEV_SIZE
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data, `#[repr(C)]`, no padding bytes (field sizes add up to the size).
+    unsafe impl aya::Pod for super::WorkerSlot {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SteerState {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    #[test]
+    fn counter_table_is_in_index_order() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as u32, i as u32, "{c:?} is out of order");
+        }
+    }
+
+    #[test]
+    fn abi_sizes_have_no_padding() {
+        assert_eq!(core::mem::size_of::<WorkerSlot>(), 8);
+        assert_eq!(core::mem::size_of::<SteerState>(), 16);
+    }
+
+    #[test]
+    fn maglev_size_is_prime_and_large_enough() {
+        let m = MAGLEV_SIZE;
+        assert!((2..m).take_while(|d| d * d <= m).all(|d| m % d != 0));
+        assert!(m > 100 * MAX_SLOTS);
+    }
+
+    #[test]
+    fn flow_hash_spreads_sequential_source_ports_evenly() {
+        // Clients on one address with consecutive ephemeral ports must not pile onto few slots.
+        let mut buckets = [0u32; 64];
+        for port in 0..65_536u32 {
+            let h = flow_hash(0xc612_0001, 0xc612_0002, (port << 16) | 80);
+            buckets[(h % 64) as usize] += 1;
+        }
+        let mean = 65_536 / 64;
+        for (i, n) in buckets.iter().enumerate() {
+            assert!(
+                n.abs_diff(mean) < mean / 10,
+                "bucket {i} holds {n}, mean {mean}"
+            );
+        }
+        assert_eq!(maglev_index(1, 5), MAGLEV_SIZE + 5);
+        assert_eq!(maglev_index(0, MAGLEV_SIZE + 1), 1);
+    }
+}

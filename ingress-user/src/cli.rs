@@ -1,0 +1,64 @@
+//! Command line (clap) and logging setup.
+use std::{net::SocketAddr, path::PathBuf};
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "xdp-ingress",
+    version,
+    about = "Kubernetes ingress controller with an XDP data plane"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `xdp_ingress=debug`.
+    #[arg(long, env = "XDP_INGRESS_LOG", default_value = "info", global = true)]
+    pub log_level: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Serve: standalone from a folder of manifests.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Folder of Kubernetes YAML manifests (Ingress, Service, EndpointSlice) to serve.
+    #[arg(long)]
+    pub manifests: PathBuf,
+    /// Interfaces to attach XDP and TC to (repeatable). Without any, XDP is not attached and
+    /// traffic reaches the workers through the SO_REUSEPORT group on the public port only.
+    #[arg(long = "interface")]
+    pub interfaces: Vec<String>,
+    /// Public HTTP port.
+    #[arg(long, default_value_t = 80)]
+    pub http_port: u16,
+    /// Number of proxy worker threads (default: number of CPUs).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// First worker port; worker ports lie outside the ephemeral range.
+    #[arg(long, default_value_t = 18000)]
+    pub worker_port_base: u16,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "127.0.0.1:10254")]
+    pub admin_addr: SocketAddr,
+    /// Folder on a bpffs mount where maps are pinned (a `v1/` subfolder is used inside).
+    #[arg(long, default_value = "/sys/fs/bpf/xdp-ingress")]
+    pub bpffs_dir: PathBuf,
+}
+
+/// Installs the global tracing subscriber.
+pub fn init_tracing(args: &LogArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}

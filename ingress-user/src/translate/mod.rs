@@ -1,0 +1,1 @@
+//! Turns `Inputs` into a `Snapshot` plus diagnostics. Pure: no I/O.
