@@ -1,1 +1,26 @@
-//! Support code shared by the integration tests.
+//! Support code shared by the integration tests: packet builders and checksum checks for
+//! `BPF_PROG_TEST_RUN` (`packet`), and network-namespace topologies that clean up after
+//! themselves (`netns`).
+pub mod netns;
+pub mod packet;
+
+/// True when the tests run in CI (`CI=true`), where skipping a root-only test is a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Returns `Err(reason)` when this process cannot do privileged BPF/netns work. Tests call it and
+/// skip with the printed reason outside CI; in CI they fail instead.
+pub fn require_root(test: &str) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return Ok(());
+    }
+    let reason = format!("{test}: needs root (BPF, network namespaces); euid is {euid}");
+    if in_ci() {
+        panic!("{reason}; CI must run it as root");
+    }
+    eprintln!("SKIPPED {reason}");
+    Err(reason)
+}
