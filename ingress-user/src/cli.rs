@@ -1,6 +1,8 @@
 //! Command line (clap) and logging setup.
 use std::{net::SocketAddr, path::PathBuf};
 
+use crate::dataplane::{SteerBy, XdpModeChoice};
+
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "xdp-ingress",
@@ -51,6 +53,18 @@ pub struct RunArgs {
     /// Folder on a bpffs mount where maps are pinned (a `v1/` subfolder is used inside).
     #[arg(long, default_value = "/sys/fs/bpf/xdp-ingress")]
     pub bpffs_dir: PathBuf,
+    /// Leave the maps pinned at exit (for inspection with bpftool).
+    #[arg(long)]
+    pub keep_pinned: bool,
+    /// XDP attachment mode.
+    #[arg(long, value_enum, default_value_t = XdpModeChoice::Auto)]
+    pub xdp_mode: XdpModeChoice,
+    /// What XDP hashes to pick a worker: the 4-tuple, or the source address only.
+    #[arg(long, value_enum, default_value_t = SteerBy::FourTuple)]
+    pub steer_by: SteerBy,
+    /// Seconds that in-flight requests get to finish at shutdown.
+    #[arg(long, default_value_t = 10)]
+    pub drain_seconds: u64,
 }
 
 /// Installs the global tracing subscriber.

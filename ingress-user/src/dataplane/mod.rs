@@ -319,10 +319,13 @@ fn pin_maps(ebpf: &Ebpf, root: &Path) -> Result<PathBuf, DataplaneError> {
         let path = path.to_owned();
         move |source| DataplaneError::Pin { what, path, source }
     };
-    std::fs::create_dir_all(root).map_err(pin_err("the pin folder", root))?;
-    if !is_bpffs(root) {
+    // The nearest existing ancestor must be on bpffs (sysfs would refuse the mkdir anyway, with
+    // a less helpful error).
+    let existing = root.ancestors().find(|p| p.exists()).unwrap_or(root);
+    if !is_bpffs(existing) {
         return Err(DataplaneError::NotBpffs(root.to_owned()));
     }
+    std::fs::create_dir_all(root).map_err(pin_err("the pin folder", root))?;
     let dir = root.join(PIN_SUBDIR);
     if dir.exists() {
         tracing::warn!(dir = %dir.display(), "replacing pinned maps left by an earlier run");

@@ -1,0 +1,120 @@
+//! One proxy worker: a thread with its own current-thread tokio runtime, its own listening sockets
+//! (its worker port per public port, and its member of each public port's SO_REUSEPORT group),
+//! its own pooled upstream client. Share-nothing except the snapshot handle and the metrics.
+//!
+//! Accept tasks feed accepted connections to the worker loop; each connection is served by
+//! hyper-util's auto server (HTTP/1.1 keep-alive, h2c prior knowledge) through `Forwarder`. On
+//! shutdown the worker stops accepting, lets in-flight requests finish (HTTP/1.1 connections are
+//! closed after their current response, HTTP/2 gets GOAWAY), and gives up after the grace period.
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::{net::TcpStream, sync::mpsc, sync::watch};
+
+use super::forward::{Downstream, Forwarder, UpstreamTimeouts};
+use crate::{metrics::ProxyMetrics, publish::SnapshotReader};
+
+/// The sockets of one worker for one public port.
+#[derive(Debug)]
+pub struct WorkerListener {
+    pub public_port: u16,
+    /// This worker's port (where XDP steers), exclusive to the worker.
+    pub worker: std::net::TcpListener,
+    /// This worker's member of the public port's SO_REUSEPORT group.
+    pub public: std::net::TcpListener,
+}
+
+/// Everything a worker thread needs.
+#[derive(Debug)]
+pub struct WorkerSpec {
+    pub slot: usize,
+    pub listeners: Vec<WorkerListener>,
+    pub snapshots: SnapshotReader,
+    pub metrics: ProxyMetrics,
+    pub timeouts: UpstreamTimeouts,
+    pub header_read_timeout: Duration,
+    pub grace: Duration,
+}
+
+/// Runs the worker until `shutdown` becomes true, then drains. Blocks the calling thread.
+pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let slot = spec.slot;
+        let forwarder = Arc::new(Forwarder::new(spec.snapshots, spec.metrics.clone(), spec.timeouts));
+        let (tx, mut accepted) = mpsc::channel::<(TcpStream, SocketAddr, u16)>(1024);
+        let mut acceptors = tokio::task::JoinSet::new();
+        for l in spec.listeners {
+            for std_listener in [l.worker, l.public] {
+                let listener = tokio::net::TcpListener::from_std(std_listener)?;
+                let tx = tx.clone();
+                let public_port = l.public_port;
+                acceptors.spawn(async move {
+                    loop {
+                        match listener.accept().await {
+                            Ok((stream, peer)) => {
+                                if tx.send((stream, peer, public_port)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            // Out of fds or a transient error: back off briefly, keep accepting.
+                            Err(err) => {
+                                tracing::warn!(slot, %err, "accept failed");
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        drop(tx);
+
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(spec.header_read_timeout).keep_alive(true);
+        builder.http2().timer(TokioTimer::new()).max_concurrent_streams(250);
+        let graceful = GracefulShutdown::new();
+        tracing::debug!(slot, "worker running");
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                next = accepted.recv() => {
+                    let Some((stream, peer, public_port)) = next else { break };
+                    let forwarder = forwarder.clone();
+                    let down = Downstream { peer, public_port };
+                    let service = service_fn(move |req| {
+                        let forwarder = forwarder.clone();
+                        async move { forwarder.handle(req, down).await }
+                    });
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let conn = graceful.watch(conn);
+                    let metrics = spec.metrics.clone();
+                    metrics.connections.inc();
+                    metrics.open_connections.inc();
+                    tokio::spawn(async move {
+                        if let Err(err) = conn.await {
+                            tracing::debug!(%peer, error = %err, "connection ended with an error");
+                        }
+                        metrics.open_connections.dec();
+                    });
+                }
+            }
+        }
+        // Stop accepting: close our sockets so the kernel stops queueing connections to them.
+        acceptors.abort_all();
+        while acceptors.join_next().await.is_some() {}
+        drop(accepted);
+        let open = graceful.count();
+        if tokio::time::timeout(spec.grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!(slot, open, grace = ?spec.grace, "grace period over, closing remaining connections");
+        }
+        tracing::debug!(slot, "worker stopped");
+        Ok(())
+    })
+}
