@@ -1,8 +1,15 @@
-//! xdp-ingress kernel programs. Entry points only; the logic lives in the modules.
+//! xdp-ingress kernel programs. Entry points only; the logic lives in the modules:
+//! `parse` (headers, bounds checks) → `steer` (XDP ingress: Maglev pick, destination port rewrite,
+//! `csum`) and `restore` (TC egress: public source port back); `maps` holds the ABI maps and the
+//! per-packet counter. Every packet is counted exactly once and always passed on.
 #![no_std]
 #![no_main]
 
+mod csum;
 mod maps;
+mod parse;
+mod restore;
+mod steer;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK},
@@ -10,13 +17,17 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 
+/// XDP, ingress: steers TCP to public ports onto worker ports. Always `XDP_PASS`.
 #[xdp]
-pub fn xdp_steer(_ctx: XdpContext) -> u32 {
+pub fn xdp_steer(ctx: XdpContext) -> u32 {
+    maps::count(steer::steer(&ctx));
     xdp_action::XDP_PASS
 }
 
+/// TC classifier, egress: restores the public source port on worker replies. Always `TC_ACT_OK`.
 #[classifier]
-pub fn tc_restore(_ctx: TcContext) -> i32 {
+pub fn tc_restore(ctx: TcContext) -> i32 {
+    maps::count(restore::restore(&ctx));
     TC_ACT_OK
 }
 
