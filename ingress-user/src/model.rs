@@ -144,8 +144,20 @@ pub struct RouteTable {
     pub any_host: HostRoutes,
 }
 
+/// Equal when they serve the same endpoints for the same reason; the cursor is selection state,
+/// not configuration, and is ignored.
+impl PartialEq for Backend {
+    fn eq(&self, other: &Self) -> bool {
+        self.service == other.service
+            && self.endpoints == other.endpoints
+            && self.unavailable == other.unavailable
+    }
+}
+
+impl Eq for Backend {}
+
 /// Everything a worker needs to serve a request, and the data plane to steer.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Bumped by `publish` on every swap; 0 for the empty snapshot served before the first load.
     pub generation: u64,
