@@ -103,7 +103,8 @@ pub enum Counter {
     XdpPassMalformed = 4,
     /// XDP: a public port but no worker slot is live, passed to the public-port socket.
     XdpPassNoWorker = 5,
-    /// XDP: IPv4 fragment or IPv4 with options, passed untouched.
+    /// XDP: a TCP packet we do not parse (IPv4 fragment or options, IPv6 extension headers, a
+    /// second VLAN tag), passed untouched.
     XdpPassUnsupported = 6,
     /// TC: restored the public source port on a reply from a worker.
     TcRestored = 7,
