@@ -222,7 +222,9 @@ mod tests {
     #[test]
     fn maglev_size_is_prime_and_large_enough() {
         let m = MAGLEV_SIZE;
-        assert!((2..m).take_while(|d| d * d <= m).all(|d| m % d != 0));
+        assert!((2..m)
+            .take_while(|d| d * d <= m)
+            .all(|d| !m.is_multiple_of(d)));
         assert!(m > 100 * MAX_SLOTS);
     }
 

@@ -24,3 +24,21 @@ pub fn require_root(test: &str) -> Result<(), String> {
     eprintln!("SKIPPED {reason}");
     Err(reason)
 }
+
+/// The `xdp-ingress` binary under test: `$XDP_INGRESS_BIN` (set by `cargo xtask test`), else
+/// `target/debug/xdp-ingress` next to this test executable. Panics with what to do if missing.
+pub fn daemon_bin() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("XDP_INGRESS_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/debug/deps/<test>-<hash> -> target/debug/xdp-ingress
+    let candidate = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("xdp-ingress"));
+    match candidate {
+        Some(path) if path.exists() => path,
+        _ => panic!("the xdp-ingress binary is not built: run `cargo xtask test` (or `cargo build -p ingress-user` first)"),
+    }
+}
