@@ -30,6 +30,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
 async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let mut source = FileSource::open(&args.manifests)?;
+    // Watch before the first load, so an edit made while we start is not missed.
+    let mut watch = source.watch()?;
     let mut metrics = Metrics::new();
     let (mut publisher, snapshots) = Publisher::new();
     reload(&mut source, &mut publisher, &metrics);
@@ -89,7 +91,6 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         "xdp-ingress is serving"
     );
 
-    let mut watch = source.watch()?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
