@@ -176,6 +176,23 @@ mod tests {
     }
 
     #[test]
+    fn one_clients_connections_spread_evenly_over_workers() {
+        // What XDP computes per flow, through the real table: 65,536 source ports of one client.
+        let p = plan(&layout(vec![true; 4])).unwrap();
+        let mut per_slot = [0u32; 4];
+        for sport in 0..=u16::MAX as u32 {
+            let hash = ingress_common::flow_hash(0xc612_0001, 0xc612_0002, (sport << 16) | 80);
+            per_slot[p.maglev[ingress_common::maglev_index(0, hash) as usize] as usize] += 1;
+        }
+        for (slot, n) in per_slot.iter().enumerate() {
+            assert!(
+                n.abs_diff(16_384) < 16_384 / 20,
+                "slot {slot} got {n} of 65536 flows: {per_slot:?}"
+            );
+        }
+    }
+
+    #[test]
     fn no_live_slot_disables_steering() {
         let p = plan(&layout(vec![false, false])).unwrap();
         assert_eq!(p.slot_count, 0);
