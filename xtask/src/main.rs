@@ -97,5 +97,17 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         args.push("--");
         args.extend(extra.iter().map(String::as_str));
     }
-    util::cargo_with_env(&args, &[("XDP_INGRESS_BIN", bin.as_os_str())])
+    let totals = util::cargo_test(&args, &[("XDP_INGRESS_BIN", bin.as_os_str())])?;
+    // One closing line over every test binary (cargo's own last line is often an empty doc-test run).
+    println!(
+        "xtask: {} passed, {} failed, {} ignored",
+        totals.passed, totals.failed, totals.ignored
+    );
+    if totals.failed > 0 || !totals.success {
+        anyhow::bail!("tests failed");
+    }
+    if totals.passed == 0 {
+        anyhow::bail!("no test ran");
+    }
+    Ok(())
 }

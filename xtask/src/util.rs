@@ -75,3 +75,53 @@ pub fn display(cmd: &Command) -> String {
     }
     s
 }
+
+/// Totals over every `test result:` line of a `cargo test` run.
+#[derive(Debug, Default)]
+pub struct TestTotals {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+    pub success: bool,
+}
+
+/// Runs `cargo test`, passing its output through, and adds up the `test result:` lines.
+pub fn cargo_test(args: &[&str], env: &[(&str, &OsStr)]) -> anyhow::Result<TestTotals> {
+    use std::io::BufRead as _;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(args)
+        .current_dir(workspace_root())
+        .stdout(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    eprintln!("xtask: $ {}", display(&cmd));
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", display(&cmd)))?;
+    let mut totals = TestTotals::default();
+    let stdout = child.stdout.take().expect("piped stdout");
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(['.', ';']) {
+                let mut words = part.split_whitespace();
+                if let (Some(n), Some(what)) = (
+                    words.next().and_then(|n| n.parse::<u64>().ok()),
+                    words.next(),
+                ) {
+                    match what {
+                        "passed" => totals.passed += n,
+                        "failed" => totals.failed += n,
+                        "ignored" => totals.ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    totals.success = child.wait()?.success();
+    Ok(totals)
+}
