@@ -14,8 +14,8 @@ use aya::{
     Ebpf,
 };
 use ingress_common::{
-    flow_hash, fold_v6, maglev_index, map_name, program_name, Counter, SteerState, WorkerSlot,
-    HASH_FOUR_TUPLE, HASH_SOURCE, MAGLEV_SIZE, MAX_SLOTS,
+    flow_hash, fold_v6, maglev_index, map_name, program_name, Counter, PortConfig, SteerState,
+    WorkerSlot, HASH_FOUR_TUPLE, HASH_SOURCE, MAGLEV_SIZE, MAX_SLOTS,
 };
 use integration_tests::packet::{
     diff_offsets, fold, ipv4_header_checksum_valid, ones_sum, tcp_checksum_valid, tcp_flags,
@@ -83,8 +83,12 @@ impl Bpf {
     }
 
     fn public_port(&mut self, port: u16, listener: u32) -> Result<()> {
-        let mut m: HashMap<_, u16, u32> = self.map(map_name::PUBLIC_PORTS)?.try_into()?;
-        Ok(m.insert(port, listener, 0)?)
+        let mut m: HashMap<_, u16, PortConfig> = self.map(map_name::PUBLIC_PORTS)?.try_into()?;
+        let config = PortConfig {
+            listener,
+            policy: 0,
+        };
+        Ok(m.insert(port, config, 0)?)
     }
 
     fn worker_port(&mut self, worker: u16, public: u16) -> Result<()> {
@@ -115,7 +119,7 @@ impl Bpf {
             maglev_active,
             slot_count,
             hash_mode,
-            _reserved: 0,
+            ..Default::default()
         };
         Ok(m.set(0, state, 0)?)
     }

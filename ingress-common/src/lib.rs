@@ -18,7 +18,7 @@ pub const PIN_SUBDIR: &str = "v1";
 
 /// Map names, as declared by the eBPF programs and pinned by the daemon.
 pub mod map_name {
-    /// `HashMap<u16 public port, u32 listener index>`: the ports XDP steers.
+    /// `HashMap<u16 public port, PortConfig>`: the ports XDP steers, and their policy flags.
     pub const PUBLIC_PORTS: &str = "PUBLIC_PORTS";
     /// `Array<WorkerSlot>` of `MAX_LISTENERS * MAX_SLOTS`: the worker port of each slot.
     pub const SLOTS: &str = "SLOTS";
@@ -30,6 +30,14 @@ pub mod map_name {
     pub const WORKER_PORTS: &str = "WORKER_PORTS";
     /// `PerCpuArray<u64>` of `Counter::COUNT`: one counter per verdict and reason.
     pub const COUNTERS: &str = "COUNTERS";
+    /// `LruHashMap<FlowKey, Flow>` of `FLOWS_ENTRIES`: the connection table. A flow keeps the
+    /// worker port it was given, whatever later happens to the Maglev table or the slots.
+    pub const FLOWS: &str = "FLOWS";
+    /// `LpmTrie<PolicyKey, u32 POLICY_*>` of `POLICY_ENTRIES`: source allow/deny CIDRs, global
+    /// (port 0) and per public port.
+    pub const POLICY: &str = "POLICY";
+    /// `LruHashMap<[u8; 16] source (IPv4-mapped for IPv4), TokenBucket>`: per-source SYN budget.
+    pub const SYN_BUDGET: &str = "SYN_BUDGET";
 }
 
 /// Program names (the function names of the eBPF entry points).
@@ -55,6 +63,93 @@ pub const PUBLIC_PORTS_ENTRIES: u32 = MAX_LISTENERS;
 pub const SLOTS_ENTRIES: u32 = MAX_LISTENERS * MAX_SLOTS;
 /// Entries of the `WORKER_PORTS` hash map: every slot of every listener, two generations.
 pub const WORKER_PORTS_ENTRIES: u32 = 2 * MAX_LISTENERS * MAX_SLOTS;
+/// Default entries of the `FLOWS` connection table (the daemon may size it at load time).
+pub const FLOWS_ENTRIES: u32 = 262_144;
+/// Entries of the `POLICY` trie.
+pub const POLICY_ENTRIES: u32 = 16_384;
+/// Entries of the `SYN_BUDGET` table (least recently seen sources are evicted first).
+pub const SYN_BUDGET_ENTRIES: u32 = 65_536;
+
+/// Value of `PUBLIC_PORTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortConfig {
+    /// Index of this public port in `SLOTS` (`listener * MAX_SLOTS + slot`).
+    pub listener: u32,
+    /// `PORT_*` flags.
+    pub policy: u32,
+}
+
+/// `PortConfig::policy`: `POLICY` holds rules for this port (else only global rules are looked up).
+pub const PORT_HAS_RULES: u32 = 1;
+/// `PortConfig::policy`: sources matching no rule (port or global) are dropped (allow-list mode).
+pub const PORT_DEFAULT_DENY: u32 = 2;
+
+/// Key of the `FLOWS` connection table. IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`),
+/// so one layout serves both families. Addresses in network byte order, ports in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    /// Reserved, zero (keeps the key free of padding bytes).
+    pub _pad: u32,
+}
+
+/// Value of the `FLOWS` connection table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    /// The worker port this connection was steered to (host order).
+    pub worker_port: u16,
+    /// Reserved, zero.
+    pub flags: u16,
+    /// `SteerState::epoch` when the flow was recorded (which daemon generation owns it).
+    pub epoch: u32,
+    /// Packets seen (approximate under concurrent updates: for `inspect`'s top flows).
+    pub packets: u64,
+}
+
+/// Key data of the `POLICY` LPM trie (the trie's own key adds the prefix length in front). A rule
+/// always matches the whole port (port 0 = every public port), so its prefix length is
+/// `32 + 96 + v4 prefix` for IPv4 (IPv4-mapped) or `32 + v6 prefix` for IPv6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyKey {
+    /// Public port in host order, 0 for rules of every public port.
+    pub port: u16,
+    /// Reserved, zero.
+    pub _pad: u16,
+    /// Source address, IPv4-mapped for IPv4.
+    pub addr: [u8; 16],
+}
+
+/// Bits of `PolicyKey` before the address.
+pub const POLICY_KEY_PORT_BITS: u32 = 32;
+/// `POLICY` value: sources in this CIDR are allowed.
+pub const POLICY_ALLOW: u32 = 1;
+/// `POLICY` value: sources in this CIDR are dropped.
+pub const POLICY_DENY: u32 = 2;
+
+/// Value of `SYN_BUDGET`: a token bucket in milli-tokens.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenBucket {
+    /// Tokens left × 1000.
+    pub milli_tokens: u64,
+    /// `bpf_ktime_get_ns` of the last refill.
+    pub last_ns: u64,
+}
+
+/// The IPv4-mapped IPv6 form of an IPv4 address (network order bytes).
+#[inline(always)]
+pub const fn v4_mapped(v4: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
+}
 
 /// One worker slot of one listener: the port its worker listens on.
 #[repr(C)]
@@ -78,9 +173,23 @@ pub struct SteerState {
     pub slot_count: u32,
     /// How the flow hash is computed: `HASH_FOUR_TUPLE` or `HASH_SOURCE`.
     pub hash_mode: u32,
-    /// Reserved, zero.
-    pub _reserved: u32,
+    /// `STATE_*` flags.
+    pub flags: u32,
+    /// SYN rate limit per source address, SYNs per second (used with `STATE_SYN_LIMIT`).
+    pub syn_rate: u32,
+    /// SYN burst per source address (bucket size).
+    pub syn_burst: u32,
+    /// Bumped by every daemon that takes over the data plane; new flows record it. A daemon
+    /// that sees a different epoch than its own has been superseded and drains.
+    pub epoch: u32,
+    /// Which generation of worker ports (0 or 1) the live slots use.
+    pub generation: u32,
 }
+
+/// `SteerState::flags`: `POLICY` holds global rules (port 0).
+pub const STATE_HAS_GLOBAL_RULES: u32 = 1;
+/// `SteerState::flags`: per-source SYN rate limit is on.
+pub const STATE_SYN_LIMIT: u32 = 2;
 
 /// Hash the whole 4-tuple: connections spread evenly over workers.
 pub const HASH_FOUR_TUPLE: u32 = 0;
@@ -114,11 +223,22 @@ pub enum Counter {
     TcPassMalformed = 9,
     /// TC: rewriting the packet failed (helper error), passed unchanged.
     TcRewriteFailed = 10,
+    /// XDP: source denied by policy, dropped.
+    XdpDropDenied = 11,
+    /// XDP: SYN over the source's rate limit, dropped.
+    XdpDropRateLimited = 12,
+    /// XDP event (also counted as steered): a SYN opened a flow in the connection table.
+    XdpFlowNew = 13,
+    /// XDP event (also counted as steered): a non-SYN segment had no flow (evicted, or opened
+    /// before the table existed); steered by Maglev and recorded.
+    XdpFlowMiss = 14,
+    /// XDP event (also counted as steered): an RST closed a flow.
+    XdpFlowClosed = 15,
 }
 
 impl Counter {
     /// Number of counters: the size of the `COUNTERS` map.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 16;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -133,6 +253,11 @@ impl Counter {
         Counter::TcPassNotOurs,
         Counter::TcPassMalformed,
         Counter::TcRewriteFailed,
+        Counter::XdpDropDenied,
+        Counter::XdpDropRateLimited,
+        Counter::XdpFlowNew,
+        Counter::XdpFlowMiss,
+        Counter::XdpFlowClosed,
     ];
 
     /// `(program, verdict, reason)` labels used for metrics and `inspect`.
@@ -149,6 +274,11 @@ impl Counter {
             Counter::TcPassNotOurs => ("tc", "pass", "not_ours"),
             Counter::TcPassMalformed => ("tc", "pass", "malformed"),
             Counter::TcRewriteFailed => ("tc", "pass", "rewrite_failed"),
+            Counter::XdpDropDenied => ("xdp", "drop", "denied"),
+            Counter::XdpDropRateLimited => ("xdp", "drop", "rate_limited"),
+            Counter::XdpFlowNew => ("xdp", "event", "flow_new"),
+            Counter::XdpFlowMiss => ("xdp", "event", "flow_miss"),
+            Counter::XdpFlowClosed => ("xdp", "event", "flow_closed"),
         }
     }
 }
@@ -199,6 +329,16 @@ mod user {
     unsafe impl aya::Pod for super::WorkerSlot {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SteerState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PortConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Flow {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PolicyKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TokenBucket {}
 }
 
 #[cfg(test)]
@@ -216,7 +356,12 @@ mod tests {
     #[test]
     fn abi_sizes_have_no_padding() {
         assert_eq!(core::mem::size_of::<WorkerSlot>(), 8);
-        assert_eq!(core::mem::size_of::<SteerState>(), 16);
+        assert_eq!(core::mem::size_of::<SteerState>(), 32);
+        assert_eq!(core::mem::size_of::<PortConfig>(), 8);
+        assert_eq!(core::mem::size_of::<FlowKey>(), 40);
+        assert_eq!(core::mem::size_of::<Flow>(), 16);
+        assert_eq!(core::mem::size_of::<PolicyKey>(), 20);
+        assert_eq!(core::mem::size_of::<TokenBucket>(), 16);
     }
 
     #[test]

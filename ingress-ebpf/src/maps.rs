@@ -6,12 +6,13 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use ingress_common::{
-    Counter, SteerState, WorkerSlot, MAGLEV_ENTRIES, PUBLIC_PORTS_ENTRIES, SLOTS_ENTRIES,
-    WORKER_PORTS_ENTRIES,
+    Counter, PortConfig, SteerState, WorkerSlot, MAGLEV_ENTRIES, PUBLIC_PORTS_ENTRIES,
+    SLOTS_ENTRIES, WORKER_PORTS_ENTRIES,
 };
 
 #[btf_map]
-pub static PUBLIC_PORTS: HashMap<u16, u32, { PUBLIC_PORTS_ENTRIES as usize }> = HashMap::new();
+pub static PUBLIC_PORTS: HashMap<u16, PortConfig, { PUBLIC_PORTS_ENTRIES as usize }> =
+    HashMap::new();
 
 #[btf_map]
 pub static SLOTS: Array<WorkerSlot, { SLOTS_ENTRIES as usize }> = Array::new();

@@ -23,9 +23,10 @@ pub fn steer(ctx: &XdpContext) -> Counter {
         Err(skip) => return skip.xdp_counter(),
     };
     // SAFETY: the value is copied out at once; userspace replaces values whole.
-    let Some(&listener) = (unsafe { PUBLIC_PORTS.get(flow.dport) }) else {
+    let Some(&port_config) = (unsafe { PUBLIC_PORTS.get(flow.dport) }) else {
         return Counter::XdpPassNotOurs;
     };
+    let listener = port_config.listener;
     match worker_port(&flow, listener) {
         Some(port) => rewrite_dport(ctx, flow.l4_off, port),
         None => Counter::XdpPassNoWorker,

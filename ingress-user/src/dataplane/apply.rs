@@ -73,7 +73,7 @@ pub(super) fn apply(
         maglev_active: half,
         slot_count: plan.slot_count,
         hash_mode: plan.hash_mode,
-        _reserved: 0,
+        ..SteerState::default()
     };
     let mut state_map: Array<&mut MapData, SteerState> = array(ebpf, map_name::STATE)?;
     state_map

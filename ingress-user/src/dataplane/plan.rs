@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use ingress_common::{
-    WorkerSlot, HASH_FOUR_TUPLE, HASH_SOURCE, MAGLEV_SIZE, MAX_LISTENERS, MAX_SLOTS,
+    PortConfig, WorkerSlot, HASH_FOUR_TUPLE, HASH_SOURCE, MAGLEV_SIZE, MAX_LISTENERS, MAX_SLOTS,
 };
 
 use super::maglev::{self, MaglevError, MaglevSlot};
@@ -40,8 +40,8 @@ pub struct ListenerLayout {
 /// The desired content of every map.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DataplanePlan {
-    /// PUBLIC_PORTS: public port → listener index.
-    pub public_ports: BTreeMap<u16, u32>,
+    /// PUBLIC_PORTS: public port → listener index and policy flags.
+    pub public_ports: BTreeMap<u16, PortConfig>,
     /// SLOTS: index → slot (only non-empty entries; all others must be zero).
     pub slots: BTreeMap<u32, WorkerSlot>,
     /// WORKER_PORTS: worker port → public port.
@@ -95,9 +95,13 @@ pub fn plan(layout: &WorkerLayout) -> Result<DataplanePlan, PlanError> {
                 want: slots,
             });
         }
+        let config = PortConfig {
+            listener: li as u32,
+            policy: 0,
+        };
         if out
             .public_ports
-            .insert(listener.public_port, li as u32)
+            .insert(listener.public_port, config)
             .is_some()
         {
             return Err(PlanError::DuplicatePort(listener.public_port));
@@ -156,7 +160,14 @@ mod tests {
     #[test]
     fn maps_every_listener_slot_and_worker_port() {
         let p = plan(&layout(vec![true, true])).unwrap();
-        assert_eq!(p.public_ports, BTreeMap::from([(80, 0), (443, 1)]));
+        let listener = |l| PortConfig {
+            listener: l,
+            policy: 0,
+        };
+        assert_eq!(
+            p.public_ports,
+            BTreeMap::from([(80, listener(0)), (443, listener(1))])
+        );
         assert_eq!(p.slots[&0].port, 18000);
         assert_eq!(p.slots[&1].port, 18001);
         assert_eq!(p.slots[&MAX_SLOTS].port, 18100);
