@@ -1,6 +1,7 @@
 //! Support code shared by the integration tests: packet builders and checksum checks for
 //! `BPF_PROG_TEST_RUN` (`packet`), and network-namespace topologies that clean up after
 //! themselves (`netns`).
+pub mod daemon;
 pub mod netns;
 pub mod packet;
 
