@@ -448,16 +448,13 @@ fn start_fails_clearly_for_an_unknown_interface() {
         assert!(stderr.contains("not found"), "{output}");
         assert!(stderr.contains("--interface"), "{output}");
         // A start that failed must not leave pinned maps behind.
-        // BUG: run.rs returns with `?` when `dp.attach` fails after `Dataplane::load` pinned the
-        // maps, without `dp.shutdown`, and `Dataplane` has no `Drop` that unpins: the 6 maps
-        // stay in `<--bpffs-dir>/v1/`. Enable once fixed (`PinDir` cleans up meanwhile).
-        // let v1 = pins.0.join("v1");
-        // assert!(
-        //     !v1.exists(),
-        //     "the failed start left pinned maps in {}: {:?}",
-        //     v1.display(),
-        //     std::fs::read_dir(&v1).map(|d| d.count())
-        // );
+        let v1 = pins.0.join("v1");
+        assert!(
+            !v1.exists(),
+            "the failed start left pinned maps in {}: {:?}",
+            v1.display(),
+            std::fs::read_dir(&v1).map(|d| d.count())
+        );
     }
 }
 

@@ -19,7 +19,10 @@ use hyper_util::{
     server::conn::auto,
 };
 
-use crate::{metrics::Metrics, proxy::listener};
+use crate::{
+    metrics::Metrics,
+    proxy::{listener, CrashHooks},
+};
 
 /// What the probes report; flipped by the control loop.
 #[derive(Debug, Default)]
@@ -36,16 +39,28 @@ pub fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, listener::Liste
 }
 
 /// Serves the admin endpoints until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
+/// `hooks` (only with `--test-hooks`) adds `POST /debug/crash-worker?slot=N`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    hooks: Option<CrashHooks>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let metrics = metrics.clone();
         let health = health.clone();
+        let hooks = hooks.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let resp = respond(&req, &metrics, &health);
+                let resp = match (&hooks, req.method(), req.uri().path()) {
+                    (Some(hooks), &Method::POST, "/debug/crash-worker") => {
+                        crash_worker(&req, hooks)
+                    }
+                    _ => respond(&req, &metrics, &health),
+                };
                 async move { Ok::<_, Infallible>(resp) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
@@ -85,6 +100,21 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Respo
             StatusCode::NOT_FOUND,
             "try /metrics, /healthz or /readyz\n".into(),
         ),
+    }
+}
+
+fn crash_worker(req: &Request<Incoming>, hooks: &CrashHooks) -> Response<Full<Bytes>> {
+    let slot = req
+        .uri()
+        .query()
+        .and_then(|q| q.strip_prefix("slot="))
+        .and_then(|s| s.parse::<usize>().ok());
+    match slot {
+        Some(slot) if hooks.crash(slot) => text(
+            StatusCode::ACCEPTED,
+            format!("worker {slot} told to crash\n"),
+        ),
+        _ => text(StatusCode::BAD_REQUEST, "want ?slot=<worker slot>\n".into()),
     }
 }
 

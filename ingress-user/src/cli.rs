@@ -65,14 +65,23 @@ pub struct RunArgs {
     /// Seconds that in-flight requests get to finish at shutdown.
     #[arg(long, default_value_t = 10)]
     pub drain_seconds: u64,
+    /// Source policy file (allow/deny CIDRs, SYN rate limit), enforced in XDP; re-read on change.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Enables POST /debug/crash-worker?slot=N on the admin address (tests only).
+    #[arg(long, hide = true)]
+    pub test_hooks: bool,
 }
 
 /// Installs the global tracing subscriber.
 pub fn init_tracing(args: &LogArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(ansi)
         .init();
 }

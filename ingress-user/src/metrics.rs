@@ -61,7 +61,8 @@ pub struct ConfigMetrics {
 /// The registry and handles to everything in it.
 #[derive(Debug)]
 pub struct Metrics {
-    pub registry: Registry,
+    /// Behind a lock only so collectors can be added after the metrics are shared.
+    registry: std::sync::Mutex<Registry>,
     pub proxy: ProxyMetrics,
     pub config: ConfigMetrics,
 }
@@ -136,22 +137,26 @@ impl Metrics {
             config.workers.clone(),
         );
         Self {
-            registry,
+            registry: std::sync::Mutex::new(registry),
             proxy,
             config,
         }
     }
 
     /// Exposes the kernel counters as `xdp_ingress_datapath_packets_total{program,verdict,reason}`.
-    pub fn register_datapath(&mut self, counters: CounterReader) {
-        self.registry
+    pub fn register_datapath(&self, counters: CounterReader) {
+        self.registry()
             .register_collector(Box::new(DatapathCollector(counters)));
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The registry in Prometheus text format.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        prometheus_client::encoding::text::encode(&mut out, &self.registry())?;
         Ok(out)
     }
 }

@@ -1,24 +1,39 @@
-//! `xdp-ingress run`: wires the pipeline together and runs it until SIGINT/SIGTERM.
+//! `xdp-ingress run`: wires the pipeline together and runs it until SIGINT/SIGTERM, or until a
+//! newer daemon takes the data plane over.
 //!
-//! Start: open the manifests folder → load + translate + publish the first snapshot → bind every
-//! socket (workers, public ports, admin) → load the eBPF object, attach, program the maps from the
-//! worker layout → start workers → ready. Then: each debounced change of the folder rebuilds the
-//! whole snapshot and publishes it in one swap (nothing restarts). Stop: not ready → workers drain
-//! → programs detached, pins removed.
-use std::{net::IpAddr, sync::atomic::Ordering, sync::Arc, time::Duration};
+//! Start: signal handlers → open and watch the manifests folder → load + translate + publish the
+//! first snapshot → load the eBPF object (adopting pinned maps; this decides the worker-port
+//! generation) → bind every socket → attach → program the maps (this flips new connections to our
+//! workers) → start workers → ready. Any failure after the load cleans up what this daemon
+//! created. Then, each debounced folder change rebuilds and republishes the snapshot; a changed
+//! policy file is re-planned into the maps; a worker thread that dies is taken out of the Maglev
+//! table at once and restarted. Stop: not ready → workers drain → the owner detaches and unpins,
+//! a superseded daemon leaves everything to its successor.
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, SystemTime},
+};
 
 use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     admin::{self, Health},
     cli::RunArgs,
-    dataplane::{self, Dataplane},
+    dataplane::{self, error_chain, Dataplane, Policy},
     metrics::{Metrics, ReloadLabels},
-    proxy::{BoundPool, PoolConfig, UpstreamTimeouts},
+    proxy::{BoundPool, PoolConfig, UpstreamTimeouts, WorkerPool},
     publish::Publisher,
     source::file::FileSource,
     translate::translate,
 };
+
+/// How often the control loop checks workers, the policy file and the takeover epoch.
+const TICK: Duration = Duration::from_millis(200);
+/// How long a superseded daemon keeps accepting (connections already steered to it).
+const SUPERSEDED_LINGER: Duration = Duration::from_secs(1);
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -29,17 +44,109 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: RunArgs) -> anyhow::Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut source = FileSource::open(&args.manifests)?;
     // Watch before the first load, so an edit made while we start is not missed.
     let mut watch = source.watch()?;
-    let mut metrics = Metrics::new();
+    let metrics = Arc::new(Metrics::new());
     let (mut publisher, snapshots) = Publisher::new();
     reload(&mut source, &mut publisher, &metrics);
+    let mut policy = PolicyFile::open(args.policy.as_deref())?;
 
+    let mut dataplane = if args.interfaces.is_empty() {
+        tracing::warn!("no --interface given: XDP is not attached; the public port is served by the SO_REUSEPORT group only");
+        None
+    } else {
+        Some(Dataplane::load(crate::EBPF_OBJECT, Some(&args.bpffs_dir))?)
+    };
+    let started = start(
+        &args,
+        dataplane.as_mut(),
+        &policy.current,
+        &snapshots,
+        &metrics,
+    );
+    let (mut pool, admin_task, health) = match started {
+        Ok(running) => running,
+        Err(err) => {
+            if let Some(dp) = dataplane {
+                dp.shutdown(false);
+            }
+            return Err(err);
+        }
+    };
+    tracing::info!(
+        http_port = args.http_port,
+        workers = pool.len(),
+        admin = %args.admin_addr,
+        manifests = %args.manifests.display(),
+        "xdp-ingress is serving"
+    );
+
+    // `Watch::changed` debounces inside; run it in its own task so the other branches of the
+    // loop below never cancel it half way (the channel's `recv` is cancel-safe).
+    let (change_tx, mut changes) = tokio::sync::mpsc::channel::<()>(1);
+    let watcher_task = tokio::spawn(async move {
+        while watch.changed().await {
+            if change_tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut tick = tokio::time::interval(TICK);
+    let outcome: anyhow::Result<()> = loop {
+        tokio::select! {
+            _ = interrupt.recv() => { tracing::info!("interrupted, shutting down"); break Ok(()) }
+            _ = terminate.recv() => { tracing::info!("SIGTERM, shutting down"); break Ok(()) }
+            change = changes.recv() => {
+                if change.is_none() {
+                    break Err(anyhow::anyhow!("the manifests folder watcher stopped; restart xdp-ingress"));
+                }
+                reload(&mut source, &mut publisher, &metrics);
+            }
+            _ = tick.tick() => {
+                let policy_changed = policy.poll();
+                if let Err(err) = supervise(&mut pool, dataplane.as_mut(), &policy.current, policy_changed, &health) {
+                    tracing::error!(error = %format!("{err:#}"), "reprogramming the data plane failed; serving with the previous maps");
+                }
+                if let Some(dp) = &dataplane {
+                    if let Ok(Some(epoch)) = dp.superseded() {
+                        tracing::info!(epoch, "a newer daemon took over the data plane; draining and exiting");
+                        tokio::time::sleep(SUPERSEDED_LINGER).await;
+                        break Ok(());
+                    }
+                }
+            }
+        }
+    };
+
+    health.ready.store(false, Ordering::Relaxed);
+    pool.shutdown();
+    admin_task.abort();
+    watcher_task.abort();
+    if let Some(dp) = dataplane {
+        dp.shutdown(args.keep_pinned);
+    }
+    outcome
+}
+
+/// Binds, attaches, programs and starts; on error the caller cleans up the data plane.
+fn start(
+    args: &RunArgs,
+    dataplane: Option<&mut Dataplane>,
+    policy: &Policy,
+    snapshots: &crate::publish::SnapshotReader,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(WorkerPool, tokio::task::JoinHandle<()>, Arc<Health>)> {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     anyhow::ensure!(workers >= 1, "--workers must be at least 1");
+    let generation = dataplane
+        .as_ref()
+        .map_or(0, |dp| dp.takeover().generation as u16);
     let pool = BoundPool::bind(PoolConfig {
         workers,
         public_ports: vec![args.http_port],
@@ -49,80 +156,152 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         header_read_timeout: Duration::from_secs(30),
         grace: Duration::from_secs(args.drain_seconds),
         steer_by: args.steer_by,
+        generation,
     })?;
     let admin_listener = admin::bind(args.admin_addr)?;
-
-    let dataplane = if args.interfaces.is_empty() {
-        tracing::warn!("no --interface given: XDP is not attached; the public port is served by the SO_REUSEPORT group only");
-        None
-    } else {
-        let mut dp = Dataplane::load(crate::EBPF_OBJECT, Some(&args.bpffs_dir))?;
+    enable_request_migration();
+    if let Some(dp) = dataplane {
         for iface in &args.interfaces {
             dp.attach(iface, args.xdp_mode)?;
         }
-        let stats = dp.apply(&dataplane::plan(pool.layout())?)?;
+        let stats = dp.apply(&dataplane::plan(pool.layout(), policy)?)?;
+        let takeover = dp.takeover();
         tracing::info!(
             entries = stats.entries_written,
             workers,
-            "data plane programmed"
+            epoch = takeover.epoch,
+            generation = takeover.generation,
+            previous_epoch = ?takeover.previous_epoch,
+            "data plane programmed: new connections now reach this daemon's workers"
         );
         metrics.register_datapath(dp.counters());
-        Some(dp)
-    };
-
-    let metrics = Arc::new(metrics);
-    let health = Arc::new(Health::default());
+    }
     let pool = pool
-        .start(&snapshots, &metrics.proxy)
+        .start(snapshots, &metrics.proxy)
         .context("starting worker threads")?;
     metrics.config.workers.set(pool.len() as i64);
+    let health = Arc::new(Health::default());
+    let hooks = args.test_hooks.then(|| pool.crash_hooks());
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         metrics.clone(),
         health.clone(),
+        hooks,
     ));
     health.healthy.store(true, Ordering::Relaxed);
     health.ready.store(true, Ordering::Relaxed);
-    tracing::info!(
-        http_port = args.http_port,
-        workers,
-        admin = %args.admin_addr,
-        manifests = %args.manifests.display(),
-        "xdp-ingress is serving"
-    );
+    Ok((pool, admin_task, health))
+}
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut reported_exits = 0;
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted, shutting down"); break }
-            _ = terminate.recv() => { tracing::info!("SIGTERM, shutting down"); break }
-            alive = watch.changed() => {
-                if !alive {
-                    anyhow::bail!("the manifests folder watcher stopped; restart xdp-ingress");
+/// Takes dead workers out of the Maglev table, restarts them, and re-plans when the policy changed.
+fn supervise(
+    pool: &mut WorkerPool,
+    mut dataplane: Option<&mut Dataplane>,
+    policy: &Policy,
+    policy_changed: bool,
+    health: &Health,
+) -> anyhow::Result<()> {
+    let dead = pool.reap();
+    let mut replan = policy_changed;
+    if !dead.is_empty() {
+        for (slot, why) in &dead {
+            tracing::error!(slot, why = %why, "worker thread died; taking it out of the steering table and restarting it");
+        }
+        if let Some(dp) = dataplane.as_deref_mut() {
+            dp.apply(&dataplane::plan(pool.layout(), policy)?)?;
+        }
+        for (slot, _) in &dead {
+            match pool.restart(*slot) {
+                Ok(()) => {
+                    tracing::info!(slot, "worker restarted");
+                    replan = true;
                 }
-                reload(&mut source, &mut publisher, &metrics);
-            }
-            _ = tick.tick() => {
-                let exited = pool.exited();
-                if exited.len() > reported_exits {
-                    reported_exits = exited.len();
-                    tracing::error!(slots = ?exited, "worker threads exited; /healthz now fails");
+                Err(err) => {
+                    tracing::error!(slot, error = %error_chain(&err), "worker restart failed; /healthz now fails");
                     health.healthy.store(false, Ordering::Relaxed);
                 }
             }
         }
     }
-
-    health.ready.store(false, Ordering::Relaxed);
-    pool.shutdown();
-    admin_task.abort();
-    if let Some(dp) = dataplane {
-        dp.shutdown(args.keep_pinned);
+    if replan {
+        if let Some(dp) = dataplane {
+            let stats = dp.apply(&dataplane::plan(pool.layout(), policy)?)?;
+            tracing::info!(
+                written = stats.entries_written,
+                removed = stats.entries_removed,
+                "data plane reprogrammed"
+            );
+        }
     }
     Ok(())
+}
+
+/// Lets the kernel move connections queued on a closing listener to another member of its
+/// SO_REUSEPORT group (net.ipv4.tcp_migrate_req), so a draining worker drops none.
+fn enable_request_migration() {
+    const KNOB: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+    match std::fs::read_to_string(KNOB) {
+        Ok(v) if v.trim() == "1" => {}
+        Ok(_) => match std::fs::write(KNOB, "1") {
+            Ok(()) => tracing::info!("enabled net.ipv4.tcp_migrate_req so draining listeners hand queued connections over"),
+            Err(err) => tracing::warn!(%err, "cannot enable net.ipv4.tcp_migrate_req; a draining worker may reset queued connections"),
+        },
+        Err(err) => tracing::warn!(%err, "net.ipv4.tcp_migrate_req unavailable (kernel < 5.14?)"),
+    }
+}
+
+/// The policy file, re-read when its modification time or size changes. A bad new version is
+/// reported and the previous policy stays in force.
+struct PolicyFile {
+    path: Option<PathBuf>,
+    stamp: Option<(SystemTime, u64)>,
+    current: Policy,
+}
+
+impl PolicyFile {
+    fn open(path: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self {
+                path: None,
+                stamp: None,
+                current: Policy::default(),
+            });
+        };
+        let current = Policy::load(path)?;
+        tracing::info!(file = %path.display(), rules = current.rules.len(), syn_limit = current.syn_rate_limit.is_some(), "source policy loaded");
+        Ok(Self {
+            path: Some(path.to_owned()),
+            stamp: stamp(path),
+            current,
+        })
+    }
+
+    /// True when a new valid policy was loaded.
+    fn poll(&mut self) -> bool {
+        let Some(path) = &self.path else { return false };
+        let now = stamp(path);
+        if now == self.stamp {
+            return false;
+        }
+        self.stamp = now;
+        match Policy::load(path) {
+            Ok(policy) if policy == self.current => false,
+            Ok(policy) => {
+                tracing::info!(file = %path.display(), rules = policy.rules.len(), "source policy changed");
+                self.current = policy;
+                true
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "keeping the previous source policy");
+                false
+            }
+        }
+    }
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 /// Reads the folder, rebuilds the snapshot and publishes it. Problems are logged with the file,

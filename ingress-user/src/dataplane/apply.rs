@@ -6,12 +6,15 @@
 use std::collections::BTreeMap;
 
 use aya::{
-    maps::{Array, HashMap, MapData},
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        Array, HashMap, MapData,
+    },
     Ebpf, Pod,
 };
-use ingress_common::{map_name, SteerState, WorkerSlot, MAGLEV_SIZE};
+use ingress_common::{map_name, PolicyKey, SteerState, WorkerSlot, MAGLEV_SIZE};
 
-use super::{plan::DataplanePlan, DataplaneError};
+use super::{plan::DataplanePlan, DataplaneError, Takeover};
 
 /// What one `apply` changed (logged, and used by tests).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,6 +31,7 @@ pub(super) fn apply(
     current: &DataplanePlan,
     active_half: u32,
     plan: &DataplanePlan,
+    takeover: Takeover,
 ) -> Result<(u32, ApplyStats), DataplaneError> {
     let mut stats = ApplyStats::default();
 
@@ -55,6 +59,8 @@ pub(super) fn apply(
         }
     }
 
+    stats.entries_written += apply_policy_upserts(ebpf, current, plan)?;
+
     let mut half = active_half;
     let table_changed = plan.maglev != current.maglev || plan.hash_mode != current.hash_mode;
     if table_changed && !plan.maglev.is_empty() {
@@ -73,7 +79,11 @@ pub(super) fn apply(
         maglev_active: half,
         slot_count: plan.slot_count,
         hash_mode: plan.hash_mode,
-        ..SteerState::default()
+        flags: plan.state_flags,
+        syn_rate: plan.syn_rate,
+        syn_burst: plan.syn_burst,
+        epoch: takeover.epoch,
+        generation: takeover.generation,
     };
     let mut state_map: Array<&mut MapData, SteerState> = array(ebpf, map_name::STATE)?;
     state_map
@@ -89,6 +99,7 @@ pub(super) fn apply(
             stats.entries_removed += 1;
         }
     }
+    stats.entries_removed += apply_policy_removals(ebpf, current, plan)?;
     stats.entries_removed += remove_stale(
         ebpf,
         map_name::PUBLIC_PORTS,
@@ -154,4 +165,69 @@ fn remove_stale<K: Pod + Ord, V: Pod>(
 
 fn map_err(name: &'static str, source: aya::maps::MapError) -> DataplaneError {
     DataplaneError::Map { name, source }
+}
+
+type PolicyRules = BTreeMap<(u16, [u8; 16], u32), u32>;
+
+fn policy_trie(ebpf: &mut Ebpf) -> Result<LpmTrie<&mut MapData, PolicyKey, u32>, DataplaneError> {
+    let map = ebpf
+        .map_mut(map_name::POLICY)
+        .ok_or(DataplaneError::MissingMap(map_name::POLICY))?;
+    LpmTrie::try_from(map).map_err(|e| map_err(map_name::POLICY, e))
+}
+
+fn policy_key(&(port, addr, prefix): &(u16, [u8; 16], u32)) -> Key<PolicyKey> {
+    Key::new(
+        prefix,
+        PolicyKey {
+            port,
+            _pad: 0,
+            addr,
+        },
+    )
+}
+
+/// New and changed policy rules (before the flags that make XDP look them up).
+fn apply_policy_upserts(
+    ebpf: &mut Ebpf,
+    current: &DataplanePlan,
+    plan: &DataplanePlan,
+) -> Result<usize, DataplaneError> {
+    let changed: PolicyRules = plan
+        .policy_rules
+        .iter()
+        .filter(|(k, v)| current.policy_rules.get(k) != Some(v))
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    if changed.is_empty() {
+        return Ok(0);
+    }
+    let mut trie = policy_trie(ebpf)?;
+    for (rule, action) in &changed {
+        trie.insert(&policy_key(rule), action, 0)
+            .map_err(|e| map_err(map_name::POLICY, e))?;
+    }
+    Ok(changed.len())
+}
+
+/// Rules the plan no longer has (after the flags stopped pointing at them).
+fn apply_policy_removals(
+    ebpf: &mut Ebpf,
+    current: &DataplanePlan,
+    plan: &DataplanePlan,
+) -> Result<usize, DataplaneError> {
+    let stale: Vec<_> = current
+        .policy_rules
+        .keys()
+        .filter(|k| !plan.policy_rules.contains_key(k))
+        .collect();
+    if stale.is_empty() {
+        return Ok(0);
+    }
+    let mut trie = policy_trie(ebpf)?;
+    for rule in &stale {
+        trie.remove(&policy_key(rule))
+            .map_err(|e| map_err(map_name::POLICY, e))?;
+    }
+    Ok(stale.len())
 }

@@ -1,13 +1,19 @@
-//! The BPF side of the daemon: loads the embedded eBPF object, attaches XDP (ingress) and TC
-//! (egress) to the configured interfaces, pins the maps under `<bpffs>/v1/`, and keeps the maps in
-//! step with the worker layout (`plan` computes, `apply` writes a minimal diff).
+//! The BPF side of the daemon: loads the embedded eBPF object with its maps pinned under
+//! `<bpffs>/v1/` (adopting the pins a previous daemon left, when their layout matches), attaches
+//! XDP (ingress) and TC (egress) through pinned links (replacing the programs of an existing link
+//! atomically), and keeps the maps in step with the worker layout (`plan` computes, `apply` writes
+//! a minimal diff).
 //!
-//! The `Dataplane` value owns the programs: dropping it detaches them (the links are fd-based), and
-//! `shutdown` also removes the pins. Counters are read through a `CounterReader`, which the admin
-//! server holds, so a scrape never waits on the owner of the maps.
+//! Takeover: each daemon bumps `STATE.epoch` when it first programs the maps and serves worker
+//! ports of the generation its predecessor did not use. A daemon that reads a newer epoch than its
+//! own has been superseded: it drains and exits leaving pins and links to its successor. The owner
+//! of the current epoch unpins the links at a clean shutdown, which detaches the programs.
+//! Counters are read through a `CounterReader`, so a scrape never waits on the owner of the maps.
 pub mod apply;
 pub mod maglev;
+pub mod pins;
 pub mod plan;
+pub mod policy;
 
 use std::{
     io,
@@ -16,14 +22,20 @@ use std::{
 };
 
 use aya::{
-    maps::{MapData, PerCpuArray},
-    programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode},
+    maps::{Array, MapData, PerCpuArray},
+    programs::{
+        links::{FdLink, PinnedLink},
+        tc::{self, SchedClassifierLink},
+        xdp::{XdpLink, XdpLinkId},
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
-use ingress_common::{map_name, program_name, Counter, PIN_SUBDIR};
+use ingress_common::{map_name, program_name, Counter, SteerState, PIN_SUBDIR};
 
 pub use apply::ApplyStats;
 pub use plan::{plan, DataplanePlan, ListenerLayout, PlanError, SteerBy, WorkerLayout};
+pub use policy::{Policy, PolicyError};
 
 /// `statfs` magic of a bpffs mount.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -100,25 +112,53 @@ pub struct Attachment {
     pub xdp_mode: &'static str,
 }
 
+/// Who owns the data plane once this daemon programs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Takeover {
+    /// The epoch this daemon writes into `STATE` (previous + 1).
+    pub epoch: u32,
+    /// The worker-port generation this daemon serves (the one its predecessor did not).
+    pub generation: u32,
+    /// The epoch found in adopted pins, if a predecessor had programmed them.
+    pub previous_epoch: Option<u32>,
+}
+
 /// The loaded programs and maps.
 #[derive(Debug)]
 pub struct Dataplane {
     ebpf: Ebpf,
     pin_dir: Option<PathBuf>,
     attachments: Vec<Attachment>,
+    /// Pinned links in use: (path, created by this daemon rather than adopted).
+    link_pins: Vec<(PathBuf, bool)>,
     current: DataplanePlan,
+    applied: bool,
     active_half: u32,
+    takeover: Takeover,
     counters: CounterReader,
 }
 
 impl Dataplane {
     /// Loads the embedded object and verifies both programs. With `pin_root`, the maps are pinned
-    /// under `pin_root/v1/` (stale pins of an earlier run are replaced).
+    /// under `pin_root/v1/`: pins of the same layout are adopted (their state, connection table
+    /// included, carries over), pins of another layout are replaced.
     pub fn load(object: &[u8], pin_root: Option<&Path>) -> Result<Self, DataplaneError> {
         if object.is_empty() {
             return Err(DataplaneError::MissingMap(map_name::COUNTERS));
         }
-        let mut ebpf = EbpfLoader::new().load(object).map_err(|e| {
+        let pin_dir = pin_root.map(prepare_pin_dir).transpose()?;
+        let mut loader = EbpfLoader::new();
+        let pin_paths: Vec<(&'static str, PathBuf)> = match &pin_dir {
+            Some(dir) => pins::expected_layouts()
+                .iter()
+                .map(|l| (l.name, dir.join(l.name)))
+                .collect(),
+            None => Vec::new(),
+        };
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(object).map_err(|e| {
             if is_permission(&e) {
                 DataplaneError::Permission(e)
             } else {
@@ -127,10 +167,8 @@ impl Dataplane {
         })?;
         load_program::<Xdp>(&mut ebpf, program_name::XDP_STEER)?;
         load_program::<SchedClassifier>(&mut ebpf, program_name::TC_RESTORE)?;
-        let pin_dir = match pin_root {
-            Some(root) => Some(pin_maps(&ebpf, root)?),
-            None => None,
-        };
+        let previous = read_state(&ebpf)?;
+        let takeover = takeover_from(previous);
         let counters_map = ebpf
             .take_map(map_name::COUNTERS)
             .ok_or(DataplaneError::MissingMap(map_name::COUNTERS))?;
@@ -143,13 +181,31 @@ impl Dataplane {
             ebpf,
             pin_dir,
             attachments: Vec::new(),
+            link_pins: Vec::new(),
             current: DataplanePlan::default(),
-            active_half: 0,
+            applied: false,
+            active_half: previous.map_or(0, |p| p.maglev_active & 1),
+            takeover,
             counters: CounterReader(Arc::new(Mutex::new(counters))),
         })
     }
 
-    /// Attaches XDP (ingress) and TC (egress) to `iface`.
+    /// The epoch and generation this daemon takes over with.
+    pub fn takeover(&self) -> Takeover {
+        self.takeover
+    }
+
+    /// `Some(epoch)` when a newer daemon has taken over the maps since this one programmed them.
+    pub fn superseded(&self) -> Result<Option<u32>, DataplaneError> {
+        if !self.applied {
+            return Ok(None);
+        }
+        let epoch = read_state(&self.ebpf)?.unwrap_or_default().epoch;
+        Ok((epoch != self.takeover.epoch).then_some(epoch))
+    }
+
+    /// Attaches XDP (ingress) and TC (egress) to `iface`. With pins, a link pinned by an earlier
+    /// daemon is reused: its program is replaced atomically, so no packet meets no program.
     pub fn attach(
         &mut self,
         iface: &str,
@@ -161,28 +217,9 @@ impl Dataplane {
         if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
             return Err(DataplaneError::NoSuchInterface(iface.to_owned()));
         }
-        let xdp: &mut Xdp = program_mut(&mut self.ebpf, program_name::XDP_STEER)?;
-        let xdp_mode = match mode {
-            XdpModeChoice::Generic => attach_xdp(xdp, iface, XdpMode::Skb, "generic")?,
-            XdpModeChoice::Native => attach_xdp(xdp, iface, XdpMode::Driver, "native")?,
-            XdpModeChoice::Auto => match attach_xdp(xdp, iface, XdpMode::Driver, "native") {
-                Ok(mode) => mode,
-                Err(err) => {
-                    tracing::warn!(interface = iface, error = %error_chain(&err), "native XDP unavailable, attaching in generic (skb) mode: slower, but correct");
-                    attach_xdp(xdp, iface, XdpMode::Skb, "generic")?
-                }
-            },
-        };
-        // clsact is only needed for netlink attachment on kernels before 6.6; adding it where it
-        // already exists fails harmlessly.
-        let _ = tc::qdisc_add_clsact(iface);
-        let tc_prog: &mut SchedClassifier = program_mut(&mut self.ebpf, program_name::TC_RESTORE)?;
-        tc_prog
-            .attach(iface, TcAttachType::Egress)
-            .map_err(|source| DataplaneError::AttachTc {
-                iface: iface.to_owned(),
-                source,
-            })?;
+        let pin_dir = self.pin_dir.clone();
+        let xdp_mode = self.attach_xdp(iface, mode, pin_dir.as_deref())?;
+        self.attach_tc(iface, pin_dir.as_deref())?;
         tracing::info!(
             interface = iface,
             xdp_mode,
@@ -195,11 +232,137 @@ impl Dataplane {
         Ok(self.attachments.last().expect("just pushed"))
     }
 
-    /// Brings the maps to `plan`, writing only what differs.
+    fn attach_xdp(
+        &mut self,
+        iface: &str,
+        mode: XdpModeChoice,
+        pin_dir: Option<&Path>,
+    ) -> Result<&'static str, DataplaneError> {
+        let xdp: &mut Xdp = program_mut(&mut self.ebpf, program_name::XDP_STEER)?;
+        if let Some((path, pinned_mode)) = pin_dir.and_then(|d| pins::find_xdp_link(d, iface)) {
+            let replaced = adopt_link::<XdpLink>(&path).and_then(|link| {
+                xdp.attach_to_link(link)
+                    .map_err(|source| DataplaneError::AttachXdp {
+                        iface: iface.to_owned(),
+                        mode: "pinned",
+                        source,
+                    })
+            });
+            match replaced {
+                Ok(_) => {
+                    tracing::info!(interface = iface, link = %path.display(), "replaced the program of the pinned XDP link");
+                    self.link_pins.push((path, false));
+                    return Ok(if pinned_mode == "native" {
+                        "native"
+                    } else {
+                        "generic"
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(interface = iface, error = %error_chain(&err), "pinned XDP link unusable; attaching anew");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let (id, label) = match mode {
+            XdpModeChoice::Generic => attach_xdp(xdp, iface, XdpMode::Skb, "generic")?,
+            XdpModeChoice::Native => attach_xdp(xdp, iface, XdpMode::Driver, "native")?,
+            XdpModeChoice::Auto => match attach_xdp(xdp, iface, XdpMode::Driver, "native") {
+                Ok(attached) => attached,
+                Err(err) => {
+                    tracing::warn!(interface = iface, error = %error_chain(&err), "native XDP unavailable, attaching in generic (skb) mode: slower, but correct");
+                    attach_xdp(xdp, iface, XdpMode::Skb, "generic")?
+                }
+            },
+        };
+        if let Some(dir) = pin_dir {
+            let link = xdp
+                .take_link(id)
+                .map_err(|source| DataplaneError::Program {
+                    name: program_name::XDP_STEER,
+                    source,
+                })?;
+            let path = pins::xdp_link_path(dir, iface, label);
+            pin_fd_link(
+                FdLink::try_from(link).map_err(|e| pin_error("the XDP link", &path, e))?,
+                &path,
+            )?;
+            self.link_pins.push((path, true));
+        }
+        Ok(label)
+    }
+
+    fn attach_tc(&mut self, iface: &str, pin_dir: Option<&Path>) -> Result<(), DataplaneError> {
+        let tc_prog: &mut SchedClassifier = program_mut(&mut self.ebpf, program_name::TC_RESTORE)?;
+        if let Some(path) = pin_dir
+            .map(|d| pins::tc_link_path(d, iface))
+            .filter(|p| p.exists())
+        {
+            let replaced = adopt_link::<SchedClassifierLink>(&path).and_then(|link| {
+                tc_prog
+                    .attach_to_link(link)
+                    .map_err(|source| DataplaneError::AttachTc {
+                        iface: iface.to_owned(),
+                        source,
+                    })
+            });
+            match replaced {
+                Ok(_) => {
+                    self.link_pins.push((path, false));
+                    return Ok(());
+                }
+                Err(err) => {
+                    tracing::warn!(interface = iface, error = %error_chain(&err), "pinned TC link unusable; attaching anew");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        // clsact is only needed for netlink attachment on kernels before 6.6; adding it where it
+        // already exists fails harmlessly.
+        let _ = tc::qdisc_add_clsact(iface);
+        let id = tc_prog
+            .attach(iface, TcAttachType::Egress)
+            .map_err(|source| DataplaneError::AttachTc {
+                iface: iface.to_owned(),
+                source,
+            })?;
+        if let Some(dir) = pin_dir {
+            let link = tc_prog
+                .take_link(id)
+                .map_err(|source| DataplaneError::Program {
+                    name: program_name::TC_RESTORE,
+                    source,
+                })?;
+            match FdLink::try_from(link) {
+                Ok(fd_link) => {
+                    let path = pins::tc_link_path(dir, iface);
+                    pin_fd_link(fd_link, &path)?;
+                    self.link_pins.push((path, true));
+                }
+                // Netlink-attached (kernel before 6.6): cannot be pinned; it lives with the
+                // qdisc, and the next daemon replaces it.
+                Err(_) => tracing::warn!(
+                    interface = iface,
+                    "TC attached through netlink (kernel < 6.6): the link cannot be pinned"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the maps to `plan`, writing only what differs. The first apply also publishes this
+    /// daemon's epoch and generation: from then on new connections reach its workers.
     pub fn apply(&mut self, plan: &DataplanePlan) -> Result<ApplyStats, DataplaneError> {
-        let (half, stats) = apply::apply(&mut self.ebpf, &self.current, self.active_half, plan)?;
+        let (half, stats) = apply::apply(
+            &mut self.ebpf,
+            &self.current,
+            self.active_half,
+            plan,
+            self.takeover,
+        )?;
         self.active_half = half;
         self.current = plan.clone();
+        self.applied = true;
         Ok(stats)
     }
 
@@ -216,14 +379,50 @@ impl Dataplane {
         self.pin_dir.as_deref()
     }
 
-    /// Detaches the programs and removes the pins (unless `keep_pins`).
-    pub fn shutdown(self, keep_pins: bool) {
+    /// Clean shutdown. Superseded: leaves everything to the successor. Owner: unpins the links
+    /// (the programs detach when this process's fds close) and, unless `keep_maps`, the maps.
+    pub fn shutdown(self, keep_maps: bool) {
+        match self.superseded() {
+            Ok(Some(epoch)) => {
+                tracing::info!(
+                    epoch,
+                    "superseded: leaving programs, links and maps to the newer daemon"
+                );
+                return;
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(error = %error_chain(&err), "cannot read STATE at shutdown; leaving pins in place");
+                return;
+            }
+        }
+        // Never programmed the maps (start-up failed): undo only what this daemon created, and
+        // leave adopted pins to the daemon that may still be serving from them.
+        let adopted = !self.applied && self.takeover.previous_epoch.is_some();
+        for (path, created) in &self.link_pins {
+            if adopted && !created {
+                continue;
+            }
+            if let Err(err) = std::fs::remove_file(path) {
+                tracing::warn!(link = %path.display(), %err, "could not unpin link");
+            }
+        }
         let pin_dir = self.pin_dir.clone();
+        if adopted {
+            drop(self);
+            tracing::info!("start-up failed before taking over; adopted pins left in place");
+            return;
+        }
         drop(self);
-        if let (Some(dir), false) = (pin_dir, keep_pins) {
-            if let Err(err) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), %err, "could not remove pinned maps");
-            } else {
+        let Some(dir) = pin_dir else { return };
+        if keep_maps {
+            let _ = std::fs::remove_dir(pins::links_dir(&dir));
+            tracing::info!(dir = %dir.display(), "programs detached; maps left pinned (--keep-pinned)");
+            return;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Err(err) => tracing::warn!(dir = %dir.display(), %err, "could not remove pinned maps"),
+            Ok(()) => {
                 // Remove the parent too when we left it empty.
                 if let Some(parent) = dir.parent() {
                     let _ = std::fs::remove_dir(parent);
@@ -231,6 +430,27 @@ impl Dataplane {
                 tracing::info!(dir = %dir.display(), "detached and unpinned");
             }
         }
+    }
+}
+
+/// The epoch and generation to take over with, given the `STATE` found in the maps.
+fn takeover_from(previous: Option<SteerState>) -> Takeover {
+    match previous {
+        Some(p) if p.epoch != 0 || p.slot_count != 0 => Takeover {
+            epoch: p.epoch.wrapping_add(1).max(1),
+            // A live predecessor serves its generation: take the other one.
+            generation: if p.slot_count > 0 {
+                (p.generation ^ 1) & 1
+            } else {
+                p.generation & 1
+            },
+            previous_epoch: Some(p.epoch),
+        },
+        _ => Takeover {
+            epoch: 1,
+            generation: 0,
+            previous_epoch: None,
+        },
     }
 }
 
@@ -304,9 +524,9 @@ fn attach_xdp(
     iface: &str,
     mode: XdpMode,
     label: &'static str,
-) -> Result<&'static str, DataplaneError> {
+) -> Result<(XdpLinkId, &'static str), DataplaneError> {
     xdp.attach(iface, mode)
-        .map(|_| label)
+        .map(|id| (id, label))
         .map_err(|source| DataplaneError::AttachXdp {
             iface: iface.to_owned(),
             mode: label,
@@ -314,37 +534,62 @@ fn attach_xdp(
         })
 }
 
-fn pin_maps(ebpf: &Ebpf, root: &Path) -> Result<PathBuf, DataplaneError> {
-    let pin_err = |what, path: &Path| {
-        let path = path.to_owned();
-        move |source| DataplaneError::Pin { what, path, source }
-    };
+/// Checks the bpffs, creates `<root>/v1/links/`, and drops pins whose layout differs.
+fn prepare_pin_dir(root: &Path) -> Result<PathBuf, DataplaneError> {
     // The nearest existing ancestor must be on bpffs (sysfs would refuse the mkdir anyway, with
     // a less helpful error).
     let existing = root.ancestors().find(|p| p.exists()).unwrap_or(root);
     if !is_bpffs(existing) {
         return Err(DataplaneError::NotBpffs(root.to_owned()));
     }
-    std::fs::create_dir_all(root).map_err(pin_err("the pin folder", root))?;
     let dir = root.join(PIN_SUBDIR);
-    if dir.exists() {
-        tracing::warn!(dir = %dir.display(), "replacing pinned maps left by an earlier run");
-        std::fs::remove_dir_all(&dir).map_err(pin_err("stale pins", &dir))?;
+    std::fs::create_dir_all(pins::links_dir(&dir))
+        .map_err(|e| pin_error("the pin folder", &dir, e))?;
+    let check = pins::check_map_pins(&dir, &pins::expected_layouts())
+        .map_err(|e| pin_error("stale pins", &dir, e))?;
+    for (name, why) in &check.replaced {
+        tracing::warn!(map = name, reason = %why, "pinned map has another layout; replacing it");
     }
-    std::fs::create_dir_all(&dir).map_err(pin_err("the pin folder", &dir))?;
-    for (name, map) in ebpf.maps() {
-        if name.starts_with('.') {
-            continue; // .rodata/.bss of the programs
-        }
-        let path = dir.join(name);
-        map.pin(&path).map_err(|e| DataplaneError::Pin {
-            what: "a map",
-            path: path.clone(),
-            source: io::Error::other(e),
-        })?;
+    if !check.adopted.is_empty() {
+        tracing::info!(dir = %dir.display(), maps = check.adopted.len(), "adopting pinned maps of an earlier daemon");
     }
-    tracing::info!(dir = %dir.display(), "maps pinned");
     Ok(dir)
+}
+
+fn pin_error(what: &'static str, path: &Path, err: impl std::fmt::Display) -> DataplaneError {
+    DataplaneError::Pin {
+        what,
+        path: path.to_owned(),
+        source: io::Error::other(err.to_string()),
+    }
+}
+
+/// Opens a pinned link as the link type of a program.
+fn adopt_link<L: TryFrom<FdLink>>(path: &Path) -> Result<L, DataplaneError>
+where
+    L::Error: std::fmt::Display,
+{
+    let pinned = PinnedLink::from_pin(path).map_err(|e| pin_error("a link", path, e))?;
+    L::try_from(FdLink::from(pinned)).map_err(|e| pin_error("a link", path, e))
+}
+
+fn pin_fd_link(link: FdLink, path: &Path) -> Result<(), DataplaneError> {
+    link.pin(path)
+        .map(drop)
+        .map_err(|e| pin_error("a link", path, e))
+}
+
+/// The single `STATE` entry, if the map holds one.
+fn read_state(ebpf: &Ebpf) -> Result<Option<SteerState>, DataplaneError> {
+    let map = ebpf
+        .map(map_name::STATE)
+        .ok_or(DataplaneError::MissingMap(map_name::STATE))?;
+    let state: Array<&MapData, SteerState> =
+        Array::try_from(map).map_err(|source| DataplaneError::Map {
+            name: map_name::STATE,
+            source,
+        })?;
+    Ok(state.get(&0, 0).ok())
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -375,4 +620,58 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takeover_picks_the_next_epoch_and_the_free_generation() {
+        assert_eq!(
+            takeover_from(None),
+            Takeover {
+                epoch: 1,
+                generation: 0,
+                previous_epoch: None
+            }
+        );
+        let fresh_maps = SteerState::default();
+        assert_eq!(takeover_from(Some(fresh_maps)).previous_epoch, None);
+        let live = SteerState {
+            epoch: 7,
+            generation: 0,
+            slot_count: 2,
+            ..SteerState::default()
+        };
+        assert_eq!(
+            takeover_from(Some(live)),
+            Takeover {
+                epoch: 8,
+                generation: 1,
+                previous_epoch: Some(7)
+            }
+        );
+        let live_gen1 = SteerState {
+            epoch: 8,
+            generation: 1,
+            slot_count: 2,
+            ..SteerState::default()
+        };
+        assert_eq!(takeover_from(Some(live_gen1)).generation, 0);
+        // A clean predecessor (slot_count 0) frees its generation.
+        let stopped = SteerState {
+            epoch: 9,
+            generation: 1,
+            slot_count: 0,
+            ..SteerState::default()
+        };
+        assert_eq!(takeover_from(Some(stopped)).generation, 1);
+        let wrapped = SteerState {
+            epoch: u32::MAX,
+            slot_count: 1,
+            ..SteerState::default()
+        };
+        assert_eq!(takeover_from(Some(wrapped)).epoch, 1);
+    }
 }

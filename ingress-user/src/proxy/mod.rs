@@ -1,5 +1,6 @@
-//! The proxy worker pool: binds every socket up front, runs one thread per worker slot, and tells
-//! the data plane the worker layout (which port each slot listens on) so XDP can steer to it.
+//! The proxy worker pool: binds every socket up front, runs one thread per worker slot, restarts a
+//! slot whose thread died, and tells the data plane the worker layout (which port each slot of
+//! this daemon's generation listens on, and which slots are live) so XDP can steer to it.
 //!
 //! Request flow inside a worker: `worker` accepts → `forward::Forwarder::handle` → `router::find`
 //! over the current snapshot → backend pick → upstream via the worker's pooled client; `headers`
@@ -12,11 +13,12 @@ pub mod worker;
 
 use std::{
     net::{IpAddr, SocketAddr},
+    sync::Arc,
     thread::JoinHandle,
     time::Duration,
 };
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 pub use forward::UpstreamTimeouts;
 use listener::{bind, worker_port, ListenError};
@@ -40,6 +42,8 @@ pub struct PoolConfig {
     pub header_read_timeout: Duration,
     pub grace: Duration,
     pub steer_by: SteerBy,
+    /// Worker-port generation (0 or 1) this daemon serves; the other one is its predecessor's.
+    pub generation: u16,
 }
 
 /// Sockets bound, threads not started yet.
@@ -50,47 +54,78 @@ pub struct BoundPool {
     layout: WorkerLayout,
 }
 
+/// One running worker thread.
+#[derive(Debug)]
+struct Slot {
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+    /// Test hook: makes the worker's main loop panic (see `WorkerPool::crash_for_test`).
+    crash: Arc<Notify>,
+}
+
 /// Running workers.
 #[derive(Debug)]
 pub struct WorkerPool {
-    threads: Vec<(usize, JoinHandle<std::io::Result<()>>)>,
+    config: PoolConfig,
+    slots: Vec<Slot>,
     shutdown: watch::Sender<bool>,
     layout: WorkerLayout,
+    snapshots: SnapshotReader,
+    metrics: ProxyMetrics,
+}
+
+/// Binds the sockets of one slot: its worker port and its public-port member, per listener.
+fn bind_slot(config: &PoolConfig, slot: usize) -> Result<Vec<WorkerListener>, ListenError> {
+    let mut sockets = Vec::new();
+    for (li, &public_port) in config.public_ports.iter().enumerate() {
+        let port = slot_port(config, li, slot, config.generation)?;
+        let worker = bind(
+            SocketAddr::new(config.bind_ip, port),
+            false,
+            "--worker-port-base",
+        )?;
+        let public = bind(
+            SocketAddr::new(config.bind_ip, public_port),
+            true,
+            "--http-port",
+        )?;
+        sockets.push(WorkerListener {
+            public_port,
+            worker,
+            public,
+        });
+    }
+    Ok(sockets)
+}
+
+fn slot_port(
+    config: &PoolConfig,
+    listener: usize,
+    slot: usize,
+    generation: u16,
+) -> Result<u16, ListenError> {
+    u16::try_from(slot)
+        .ok()
+        .and_then(|s| worker_port(config.worker_port_base, listener as u16, s, generation))
+        .ok_or(ListenError::PortRange { listener, slot })
 }
 
 impl BoundPool {
     /// Binds the worker ports and the public-port SO_REUSEPORT members of every worker.
     pub fn bind(config: PoolConfig) -> Result<Self, ListenError> {
-        let mut sockets: Vec<Vec<WorkerListener>> =
-            (0..config.workers).map(|_| Vec::new()).collect();
+        let sockets = (0..config.workers)
+            .map(|slot| bind_slot(&config, slot))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut listeners = Vec::new();
         for (li, &public_port) in config.public_ports.iter().enumerate() {
-            let mut ports = Vec::new();
-            for (slot, worker_sockets) in sockets.iter_mut().enumerate() {
-                let port = u16::try_from(slot)
-                    .ok()
-                    .and_then(|s| worker_port(config.worker_port_base, li as u16, s, 0))
-                    .ok_or(ListenError::PortRange { listener: li, slot })?;
-                let worker = bind(
-                    SocketAddr::new(config.bind_ip, port),
-                    false,
-                    "--worker-port-base",
-                )?;
-                let public = bind(
-                    SocketAddr::new(config.bind_ip, public_port),
-                    true,
-                    "--http-port",
-                )?;
-                worker_sockets.push(WorkerListener {
-                    public_port,
-                    worker,
-                    public,
-                });
-                ports.push(port);
-            }
+            let ports = |generation| {
+                (0..config.workers)
+                    .map(|s| slot_port(&config, li, s, generation))
+                    .collect::<Result<Vec<_>, _>>()
+            };
             listeners.push(ListenerLayout {
                 public_port,
-                worker_ports: ports,
+                worker_ports: ports(config.generation)?,
+                standby_ports: ports(config.generation ^ 1)?,
             });
         }
         let layout = WorkerLayout {
@@ -115,64 +150,134 @@ impl BoundPool {
         snapshots: &SnapshotReader,
         metrics: &ProxyMetrics,
     ) -> std::io::Result<WorkerPool> {
-        let (shutdown, rx) = watch::channel(false);
-        let mut threads = Vec::new();
-        for (slot, listeners) in self.sockets.into_iter().enumerate() {
-            let spec = WorkerSpec {
-                slot,
-                listeners,
-                snapshots: snapshots.clone(),
-                metrics: metrics.clone(),
-                timeouts: self.config.timeouts,
-                header_read_timeout: self.config.header_read_timeout,
-                grace: self.config.grace,
-            };
-            let rx = rx.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("worker-{slot}"))
-                .spawn(move || worker::run(spec, rx))?;
-            threads.push((slot, handle));
-        }
-        Ok(WorkerPool {
-            threads,
+        let (shutdown, _) = watch::channel(false);
+        let mut pool = WorkerPool {
+            config: self.config,
+            slots: Vec::new(),
             shutdown,
             layout: self.layout,
-        })
+            snapshots: snapshots.clone(),
+            metrics: metrics.clone(),
+        };
+        for (slot, listeners) in self.sockets.into_iter().enumerate() {
+            let started = pool.spawn(slot, listeners)?;
+            pool.slots.push(started);
+        }
+        Ok(pool)
     }
 }
 
 impl WorkerPool {
+    fn spawn(&self, slot: usize, listeners: Vec<WorkerListener>) -> std::io::Result<Slot> {
+        let crash = Arc::new(Notify::new());
+        let spec = WorkerSpec {
+            slot,
+            listeners,
+            snapshots: self.snapshots.clone(),
+            metrics: self.metrics.clone(),
+            timeouts: self.config.timeouts,
+            header_read_timeout: self.config.header_read_timeout,
+            grace: self.config.grace,
+            crash: crash.clone(),
+        };
+        let rx = self.shutdown.subscribe();
+        let thread = std::thread::Builder::new()
+            .name(format!("worker-{slot}"))
+            .spawn(move || worker::run(spec, rx))?;
+        Ok(Slot {
+            thread: Some(thread),
+            crash,
+        })
+    }
+
     pub fn layout(&self) -> &WorkerLayout {
         &self.layout
     }
 
     pub fn len(&self) -> usize {
-        self.threads.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.threads.is_empty()
+        self.slots.is_empty()
     }
 
-    /// Slots whose thread has exited (it should not, before shutdown).
-    pub fn exited(&self) -> Vec<usize> {
-        self.threads
-            .iter()
-            .filter(|(_, h)| h.is_finished())
-            .map(|(s, _)| *s)
-            .collect()
+    /// Joins the threads that have exited and marks their slots dead; returns (slot, why).
+    pub fn reap(&mut self) -> Vec<(usize, String)> {
+        let mut dead = Vec::new();
+        for (slot, s) in self.slots.iter_mut().enumerate() {
+            if s.thread.as_ref().is_some_and(JoinHandle::is_finished) {
+                let why = match s.thread.take().expect("checked").join() {
+                    Ok(Ok(())) => "exited".to_owned(),
+                    Ok(Err(err)) => format!("failed: {err}"),
+                    Err(panic) => format!(
+                        "panicked: {}",
+                        panic
+                            .downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or(panic.downcast_ref::<&str>().copied())
+                            .unwrap_or("?")
+                    ),
+                };
+                self.layout.live[slot] = false;
+                dead.push((slot, why));
+            }
+        }
+        dead
+    }
+
+    /// Rebinds the sockets of a dead slot and starts a new thread for it.
+    pub fn restart(&mut self, slot: usize) -> Result<(), ListenError> {
+        let listeners = bind_slot(&self.config, slot)?;
+        let started = self
+            .spawn(slot, listeners)
+            .map_err(|source| ListenError::Other {
+                addr: SocketAddr::new(self.config.bind_ip, 0),
+                source,
+            })?;
+        self.slots[slot] = started;
+        self.layout.live[slot] = true;
+        Ok(())
+    }
+
+    /// Test hook: the worker of `slot` panics in its main loop (as a bug would).
+    pub fn crash_for_test(&self, slot: usize) -> bool {
+        match self.slots.get(slot) {
+            Some(s) => {
+                s.crash.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A handle to the crash hooks, for the admin server (enabled with `--test-hooks` only).
+    pub fn crash_hooks(&self) -> CrashHooks {
+        CrashHooks(self.slots.iter().map(|s| s.crash.clone()).collect())
     }
 
     /// Stops accepting everywhere, drains in-flight requests (each worker within its grace
     /// period) and joins the threads.
     pub fn shutdown(self) {
         self.shutdown.send_replace(true);
-        for (slot, handle) in self.threads {
-            match handle.join() {
+        for (slot, s) in self.slots.into_iter().enumerate() {
+            let Some(thread) = s.thread else { continue };
+            match thread.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => tracing::error!(slot, %err, "worker failed"),
                 Err(_) => tracing::error!(slot, "worker panicked"),
             }
         }
+    }
+}
+
+/// The crash hooks of the pool's first threads (restarted threads get new hooks; the admin test
+/// hook addresses the slots as started).
+#[derive(Clone, Debug, Default)]
+pub struct CrashHooks(Vec<Arc<Notify>>);
+
+impl CrashHooks {
+    pub fn crash(&self, slot: usize) -> bool {
+        self.0.get(slot).map(|n| n.notify_one()).is_some()
     }
 }

@@ -38,6 +38,8 @@ pub struct WorkerSpec {
     pub timeouts: UpstreamTimeouts,
     pub header_read_timeout: Duration,
     pub grace: Duration,
+    /// Test hook: notified → the main loop panics, as a bug in the worker would.
+    pub crash: Arc<tokio::sync::Notify>,
 }
 
 /// Runs the worker until `shutdown` becomes true, then drains. Blocks the calling thread.
@@ -84,6 +86,7 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop) => break,
+                _ = spec.crash.notified() => panic!("worker {slot} crashed on purpose (test hook)"),
                 next = accepted.recv() => {
                     let Some((stream, peer, public_port)) = next else { break };
                     let forwarder = forwarder.clone();
