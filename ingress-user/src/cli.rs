@@ -27,6 +27,8 @@ pub struct LogArgs {
 pub enum Command {
     /// Serve: standalone from a folder of manifests.
     Run(RunArgs),
+    /// Print the pinned data plane: attachments, owner, slots, counters, policy, top flows.
+    Inspect(crate::inspect::InspectArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod cli;
 pub mod dataplane;
+pub mod inspect;
 pub mod metrics;
 pub mod model;
 pub mod proxy;

@@ -7,6 +7,7 @@ fn main() -> std::process::ExitCode {
     xdp_ingress::cli::init_tracing(&cli.log);
     let result = match cli.command {
         Command::Run(args) => xdp_ingress::run::run(args),
+        Command::Inspect(args) => xdp_ingress::inspect::inspect(&args).map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
