@@ -42,6 +42,9 @@ pub struct WorkerSpec {
     pub crash: Arc<tokio::sync::Notify>,
 }
 
+/// How long a draining worker announces `Connection: close` before closing idle connections.
+const ANNOUNCE_CLOSE: Duration = Duration::from_secs(1);
+
 /// Runs the worker until `shutdown` becomes true, then drains. Blocks the calling thread.
 pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -81,6 +84,7 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
         builder.http1().timer(TokioTimer::new()).header_read_timeout(spec.header_read_timeout).keep_alive(true);
         builder.http2().timer(TokioTimer::new()).max_concurrent_streams(250);
         let graceful = GracefulShutdown::new();
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tracing::debug!(slot, "worker running");
         loop {
             tokio::select! {
@@ -91,9 +95,19 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
                     let Some((stream, peer, public_port)) = next else { break };
                     let forwarder = forwarder.clone();
                     let down = Downstream { peer, public_port };
+                    let draining = draining.clone();
                     let service = service_fn(move |req| {
                         let forwarder = forwarder.clone();
-                        async move { forwarder.handle(req, down).await }
+                        let draining = draining.clone();
+                        async move {
+                            let mut resp = forwarder.handle(req, down).await?;
+                            if draining.load(std::sync::atomic::Ordering::Relaxed) {
+                                // HTTP/1.1: the client closes after this response, so it never
+                                // sends on a connection we are about to close.
+                                resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
                     });
                     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);
@@ -113,8 +127,20 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
         acceptors.abort_all();
         while acceptors.join_next().await.is_some() {}
         drop(accepted);
+        // Phase 1: busy HTTP/1.1 connections get `Connection: close` on their next response and
+        // close themselves; closing them from our side could meet a request already on its way
+        // (which the kernel would answer with a reset).
+        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        let announce = ANNOUNCE_CLOSE.min(spec.grace);
+        let deadline = tokio::time::Instant::now() + announce;
+        while graceful.count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Phase 2: what is left is idle (closed now) or mid-response (finished first); HTTP/2
+        // gets GOAWAY.
         let open = graceful.count();
-        if tokio::time::timeout(spec.grace, graceful.shutdown()).await.is_err() {
+        let rest = spec.grace.saturating_sub(announce);
+        if tokio::time::timeout(rest.max(Duration::from_millis(100)), graceful.shutdown()).await.is_err() {
             tracing::warn!(slot, open, grace = ?spec.grace, "grace period over, closing remaining connections");
         }
         tracing::debug!(slot, "worker stopped");
