@@ -143,6 +143,59 @@ pub struct TokenBucket {
     pub last_ns: u64,
 }
 
+/// Milli-tokens one SYN takes from its source's `TokenBucket`.
+pub const SYN_COST_MILLI: u64 = 1000;
+
+impl TokenBucket {
+    /// A bucket seen for the first time at `now_ns`: full (`burst` tokens).
+    #[inline(always)]
+    pub const fn full(now_ns: u64, burst: u32) -> TokenBucket {
+        TokenBucket {
+            milli_tokens: burst as u64 * 1000,
+            last_ns: now_ns,
+        }
+    }
+
+    /// The bucket at `now_ns`, refilled at `rate` tokens per second and capped at `burst` tokens.
+    ///
+    /// Credits `elapsed_ns * rate / 1e6` milli-tokens without overflow for any inputs: once the
+    /// elapsed time would fill the bucket it is simply full, and below that bound the product is
+    /// under `burst * 1e9 < 2^64`. Only whole milli-tokens are credited and `last_ns` moves on by
+    /// the time they account for, so frequent calls (a SYN flood) do not lose the fractional rest
+    /// and the long-run rate holds. `rate` 0 never refills; a clock behind `last_ns` credits
+    /// nothing.
+    #[inline(always)]
+    pub const fn refilled(self, now_ns: u64, rate: u32, burst: u32) -> TokenBucket {
+        let cap = burst as u64 * 1000;
+        if self.milli_tokens >= cap {
+            return TokenBucket {
+                milli_tokens: cap,
+                last_ns: now_ns,
+            };
+        }
+        if rate == 0 {
+            return self;
+        }
+        let rate = rate as u64;
+        let elapsed = now_ns.saturating_sub(self.last_ns);
+        let missing = cap - self.milli_tokens;
+        // At most (2^32 - 1) * 1000 * 1e6 < 2^62.
+        let fill_ns = missing * 1_000_000 / rate;
+        if elapsed >= fill_ns {
+            return TokenBucket {
+                milli_tokens: cap,
+                last_ns: now_ns,
+            };
+        }
+        // elapsed * rate < fill_ns * rate <= missing * 1e6: no overflow.
+        let add = elapsed * rate / 1_000_000;
+        TokenBucket {
+            milli_tokens: self.milli_tokens + add,
+            last_ns: self.last_ns + add * 1_000_000 / rate,
+        }
+    }
+}
+
 /// The IPv4-mapped IPv6 form of an IPv4 address (network order bytes).
 #[inline(always)]
 pub const fn v4_mapped(v4: [u8; 4]) -> [u8; 16] {
@@ -362,6 +415,55 @@ mod tests {
         assert_eq!(core::mem::size_of::<Flow>(), 16);
         assert_eq!(core::mem::size_of::<PolicyKey>(), 20);
         assert_eq!(core::mem::size_of::<TokenBucket>(), 16);
+    }
+
+    #[test]
+    fn token_bucket_refills_at_rate_without_overflow() {
+        const S: u64 = 1_000_000_000;
+        // 1 SYN/s, burst 3: empty bucket, half a second gives 500 milli-tokens.
+        let empty = TokenBucket {
+            milli_tokens: 0,
+            last_ns: 10 * S,
+        };
+        let b = empty.refilled(10 * S + S / 2, 1, 3);
+        assert_eq!(b.milli_tokens, 500);
+        assert_eq!(b.last_ns, 10 * S + S / 2);
+        // Long idle: full, never more.
+        assert_eq!(
+            empty.refilled(u64::MAX, 1, 3),
+            TokenBucket::full(u64::MAX, 3)
+        );
+        // Many tiny steps (1 ms each, 0.001 token) add up: nothing is lost to rounding.
+        let mut b = empty;
+        for i in 1..=2000u64 {
+            b = b.refilled(10 * S + i * (S / 1000) + 7, 1, 3);
+        }
+        assert_eq!(b.milli_tokens, 2000);
+        // Sub-milli-token steps (rate 1: one milli-token per ms) keep their time.
+        let mut b = empty;
+        for i in 1..=1000u64 {
+            b = b.refilled(10 * S + i * 1_000, 1, 3); // 1 us each
+        }
+        assert_eq!(b.milli_tokens, 1);
+        // Extreme values do not overflow (debug build panics on overflow).
+        let b = TokenBucket {
+            milli_tokens: 0,
+            last_ns: 0,
+        };
+        assert_eq!(
+            b.refilled(u64::MAX, u32::MAX, u32::MAX).milli_tokens,
+            u64::from(u32::MAX) * 1000
+        );
+        let r = b.refilled(S - 1, u32::MAX, u32::MAX);
+        assert!(r.milli_tokens < u64::from(u32::MAX) * 1000 && r.milli_tokens > 0);
+        // Rate 0 never refills; a lower burst clamps; a clock going back credits nothing.
+        assert_eq!(empty.refilled(100 * S, 0, 3), empty);
+        let over = TokenBucket {
+            milli_tokens: 9000,
+            last_ns: 0,
+        };
+        assert_eq!(over.refilled(5, 1, 3).milli_tokens, 3000);
+        assert_eq!(empty.refilled(S, 1, 3), empty);
     }
 
     #[test]
