@@ -3,13 +3,14 @@
 //! Owns the on-wire header layouts (byte arrays, alignment 1, so any offset is fine), the
 //! bounds-checked packet access (`ptr_at` for XDP, `bpf_skb_load_bytes` for TC, both behind
 //! [`Packet`]) and the classification of a frame: Ethernet (+ at most one 802.1Q/802.1ad tag) →
-//! IPv4 or IPv6 → TCP. The result is a [`Flow`] (host-order addresses and ports, offset of the TCP
-//! header) or the reason the frame is not ours to touch ([`Skip`]), which the programs turn into
-//! a counter. Nothing here writes to the packet.
+//! IPv4 or IPv6 → TCP. The result is a [`Segment`] (host-order ports, TCP flags, offsets of the
+//! IP and TCP headers; the addresses stay in the packet, XDP copies them in `flows::fill_key`)
+//! or the reason the frame is not ours to touch ([`Skip`]), which the programs turn into a
+//! counter. Nothing here writes to the packet.
 use core::mem::size_of;
 
 use aya_ebpf::programs::{TcContext, XdpContext};
-use ingress_common::{fold_v6, Counter};
+use ingress_common::Counter;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -79,19 +80,31 @@ pub struct TcpHdr {
 /// Byte offset of the checksum field inside the TCP header.
 pub const TCP_CHECK_OFFSET: usize = 16;
 
+/// TCP flag bits (the low byte of the flags field).
+pub mod tcp_flags {
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+}
+
 /// A TCP segment we may steer (XDP) or restore (TC).
 #[derive(Clone, Copy)]
-pub struct Flow {
+pub struct Segment {
+    /// Offset of the IP header from the start of the frame.
+    pub l3_off: usize,
     /// Offset of the TCP header from the start of the frame.
     pub l4_off: usize,
-    /// Source address, host order (IPv6: folded with `fold_v6`).
-    pub saddr: u32,
-    /// Destination address, host order (IPv6: folded with `fold_v6`).
-    pub daddr: u32,
+    /// IPv6 (else IPv4).
+    pub ipv6: bool,
     /// TCP source port, host order.
     pub sport: u16,
     /// TCP destination port, host order.
     pub dport: u16,
+    /// TCP flags (`tcp_flags`), the low byte of the flags field.
+    pub flags: u8,
 }
 
 /// Why a frame is left alone.
@@ -176,16 +189,6 @@ fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
-#[inline(always)]
-fn fold(addr: [u8; 16]) -> u32 {
-    fold_v6([
-        u32::from_be_bytes([addr[0], addr[1], addr[2], addr[3]]),
-        u32::from_be_bytes([addr[4], addr[5], addr[6], addr[7]]),
-        u32::from_be_bytes([addr[8], addr[9], addr[10], addr[11]]),
-        u32::from_be_bytes([addr[12], addr[13], addr[14], addr[15]]),
-    ])
-}
-
 /// Parses a frame down to its TCP header.
 ///
 /// `EGRESS` relaxes IPv4 for the TC side, where the program reads through helpers: options are
@@ -193,7 +196,7 @@ fn fold(addr: [u8; 16]) -> u32 {
 /// rewrite with an incremental checksum update stays valid after reassembly). Later fragments carry
 /// no TCP header and are always skipped.
 #[inline(always)]
-pub fn parse<P: Packet, const EGRESS: bool>(pkt: &P) -> Result<Flow, Skip> {
+pub fn parse<P: Packet, const EGRESS: bool>(pkt: &P) -> Result<Segment, Skip> {
     let eth: EthHdr = pkt.read(0).ok_or(Skip::Malformed)?;
     let mut proto = be16(eth.proto);
     let mut l3 = size_of::<EthHdr>();
@@ -213,7 +216,7 @@ pub fn parse<P: Packet, const EGRESS: bool>(pkt: &P) -> Result<Flow, Skip> {
 }
 
 #[inline(always)]
-fn parse_v4<P: Packet, const EGRESS: bool>(pkt: &P, l3: usize) -> Result<Flow, Skip> {
+fn parse_v4<P: Packet, const EGRESS: bool>(pkt: &P, l3: usize) -> Result<Segment, Skip> {
     let ip: Ipv4Hdr = pkt.read(l3).ok_or(Skip::Malformed)?;
     let ihl = (ip.version_ihl & 0x0f) as usize;
     if ip.version_ihl >> 4 != 4 || ihl < 5 {
@@ -236,18 +239,19 @@ fn parse_v4<P: Packet, const EGRESS: bool>(pkt: &P, l3: usize) -> Result<Flow, S
         }
         l3 + size_of::<Ipv4Hdr>()
     };
-    let (sport, dport) = parse_tcp(pkt, l4)?;
-    Ok(Flow {
+    let (sport, dport, flags) = parse_tcp(pkt, l4)?;
+    Ok(Segment {
+        l3_off: l3,
         l4_off: l4,
-        saddr: u32::from_be_bytes(ip.saddr),
-        daddr: u32::from_be_bytes(ip.daddr),
+        ipv6: false,
         sport,
         dport,
+        flags,
     })
 }
 
 #[inline(always)]
-fn parse_v6<P: Packet>(pkt: &P, l3: usize) -> Result<Flow, Skip> {
+fn parse_v6<P: Packet>(pkt: &P, l3: usize) -> Result<Segment, Skip> {
     let ip: Ipv6Hdr = pkt.read(l3).ok_or(Skip::Malformed)?;
     if ip.version_class_flow[0] >> 4 != 6 {
         return Err(Skip::Malformed);
@@ -260,22 +264,23 @@ fn parse_v6<P: Packet>(pkt: &P, l3: usize) -> Result<Flow, Skip> {
         _ => return Err(Skip::NotTcp),
     }
     let l4 = l3 + size_of::<Ipv6Hdr>();
-    let (sport, dport) = parse_tcp(pkt, l4)?;
-    Ok(Flow {
+    let (sport, dport, flags) = parse_tcp(pkt, l4)?;
+    Ok(Segment {
+        l3_off: l3,
         l4_off: l4,
-        saddr: fold(ip.saddr),
-        daddr: fold(ip.daddr),
+        ipv6: true,
         sport,
         dport,
+        flags,
     })
 }
 
-/// Host-order `(source, dest)` ports of the TCP header at `l4`.
+/// Host-order `(source, dest)` ports and the flags of the TCP header at `l4`.
 #[inline(always)]
-fn parse_tcp<P: Packet>(pkt: &P, l4: usize) -> Result<(u16, u16), Skip> {
+fn parse_tcp<P: Packet>(pkt: &P, l4: usize) -> Result<(u16, u16, u8), Skip> {
     let tcp: TcpHdr = pkt.read(l4).ok_or(Skip::Malformed)?;
     if tcp.doff_flags[0] >> 4 < 5 {
         return Err(Skip::Malformed);
     }
-    Ok((be16(tcp.source), be16(tcp.dest)))
+    Ok((be16(tcp.source), be16(tcp.dest), tcp.doff_flags[1]))
 }

@@ -1,53 +1,74 @@
-//! XDP ingress steering: picks a worker for a TCP segment to a public port and rewrites its
-//! destination port.
+//! XDP ingress: the per-packet decision for a TCP segment to a public port, and the rewrite.
 //!
-//! Data flow: [`parse`](crate::parse) → `PUBLIC_PORTS[dport] → listener` → `STATE[0]` (live
-//! Maglev half, slot count, hash mode) → `flow_hash` → `MAGLEV[maglev_index] → slot` →
-//! `SLOTS[listener * MAX_SLOTS + slot].port` → destination port and TCP checksum rewritten in
-//! place (RFC 1624). Returns the counter that describes what happened; the verdict is always
-//! `XDP_PASS`.
+//! Data flow: [`parse`](crate::parse) → `PUBLIC_PORTS[dport] → PortConfig` → `STATE[0]` →
+//! [`policy`](crate::policy) (drop denied sources) → [`ratelimit`](crate::ratelimit) (opening
+//! SYNs only, when `STATE_SYN_LIMIT` is on) → [`flows`](crate::flows) (connection table; on a new
+//! flow or a miss, [`maglev_pick`]: `flow_hash` → `MAGLEV[maglev_index] → slot` →
+//! `SLOTS[listener * MAX_SLOTS + slot].port`) → destination port and TCP checksum rewritten in
+//! place (RFC 1624). Returns the verdict counter; `main` turns the drop counters into `XDP_DROP`
+//! and everything else into `XDP_PASS`.
 use aya_ebpf::programs::XdpContext;
-use ingress_common::{flow_hash, maglev_index, Counter, HASH_SOURCE, MAX_LISTENERS, MAX_SLOTS};
-
-use crate::{
-    csum,
-    maps::{MAGLEV, PUBLIC_PORTS, SLOTS, STATE},
-    parse::{self, ptr_at, Flow, TcpHdr, XdpPacket},
+use ingress_common::{
+    flow_hash, fold_v6, maglev_index, Counter, FlowKey, SteerState, HASH_SOURCE, MAX_LISTENERS,
+    MAX_SLOTS, STATE_SYN_LIMIT,
 };
 
-/// Classifies and, when a worker is live, steers one frame.
+use crate::{
+    csum, flows,
+    maps::{MAGLEV, PUBLIC_PORTS, SLOTS, STATE},
+    parse::{self, ptr_at, Segment, TcpHdr, XdpPacket},
+    policy, ratelimit,
+};
+
+/// Classifies one frame and, unless dropped or left alone, steers it.
 #[inline(always)]
 pub fn steer(ctx: &XdpContext) -> Counter {
-    let flow = match parse::parse::<_, false>(&XdpPacket(ctx)) {
-        Ok(flow) => flow,
+    let seg = match parse::parse::<_, false>(&XdpPacket(ctx)) {
+        Ok(seg) => seg,
         Err(skip) => return skip.xdp_counter(),
     };
     // SAFETY: the value is copied out at once; userspace replaces values whole.
-    let Some(&port_config) = (unsafe { PUBLIC_PORTS.get(flow.dport) }) else {
+    let Some(&config) = (unsafe { PUBLIC_PORTS.get(seg.dport) }) else {
         return Counter::XdpPassNotOurs;
     };
-    let listener = port_config.listener;
-    match worker_port(&flow, listener) {
-        Some(port) => rewrite_dport(ctx, flow.l4_off, port),
+    let Some(&state) = STATE.get(0) else {
+        return Counter::XdpPassNoWorker;
+    };
+    let mut key = FlowKey::default();
+    if flows::fill_key(ctx, &seg, &mut key).is_none() {
+        return Counter::XdpPassMalformed;
+    }
+    if !policy::allows(&config, state.flags, seg.dport, &key.saddr) {
+        return Counter::XdpDropDenied;
+    }
+    if state.flags & STATE_SYN_LIMIT != 0
+        && flows::is_opening_syn(seg.flags)
+        && !ratelimit::take_syn(&key.saddr, state.syn_rate, state.syn_burst)
+    {
+        return Counter::XdpDropRateLimited;
+    }
+    let pick = || maglev_pick(&key, &seg, config.listener, &state);
+    match flows::worker_port(&key, seg.flags, state.epoch, pick) {
+        Some(port) => rewrite_dport(ctx, seg.l4_off, port),
         None => Counter::XdpPassNoWorker,
     }
 }
 
-/// The worker port (host order) for this flow of `listener`, if a live slot has one.
+/// The worker port (host order) Maglev gives this segment of `listener`, if a live slot has one.
 #[inline(always)]
-fn worker_port(flow: &Flow, listener: u32) -> Option<u16> {
-    let state = STATE.get(0)?;
-    let (active, slot_count, hash_mode) = (state.maglev_active, state.slot_count, state.hash_mode);
+fn maglev_pick(key: &FlowKey, seg: &Segment, listener: u32, state: &SteerState) -> Option<u16> {
+    let (active, slot_count) = (state.maglev_active, state.slot_count);
     if slot_count == 0 || listener >= MAX_LISTENERS {
         return None;
     }
-    let hash = if hash_mode == HASH_SOURCE {
-        flow_hash(flow.saddr, 0, 0)
+    let saddr = hash_addr(&key.saddr, seg.ipv6);
+    let hash = if state.hash_mode == HASH_SOURCE {
+        flow_hash(saddr, 0, 0)
     } else {
         flow_hash(
-            flow.saddr,
-            flow.daddr,
-            (u32::from(flow.sport) << 16) | u32::from(flow.dport),
+            saddr,
+            hash_addr(&key.daddr, seg.ipv6),
+            (u32::from(seg.sport) << 16) | u32::from(seg.dport),
         )
     };
     let slot = *MAGLEV.get(maglev_index(active, hash))?;
@@ -56,6 +77,18 @@ fn worker_port(flow: &Flow, listener: u32) -> Option<u16> {
     }
     let port = SLOTS.get(listener * MAX_SLOTS + slot)?.port;
     (port != 0).then_some(port)
+}
+
+/// An address as `flow_hash` takes it: the host-order IPv4 address, or the IPv6 address folded
+/// with `fold_v6`.
+#[inline(always)]
+fn hash_addr(addr: &[u8; 16], ipv6: bool) -> u32 {
+    let word = |i: usize| u32::from_be_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    if ipv6 {
+        fold_v6([word(0), word(4), word(8), word(12)])
+    } else {
+        word(12)
+    }
 }
 
 /// Writes `port` into the TCP destination port and updates the checksum incrementally.

@@ -548,3 +548,23 @@ pub fn diff_offsets(a: &[u8], b: &[u8]) -> Vec<usize> {
     out.extend(common..a.len().max(b.len()));
     out
 }
+
+/// The addresses of a TCP frame (as [`tcp_view`] accepts it), in network byte order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpPair {
+    /// IPv4 source and destination.
+    V4([u8; 4], [u8; 4]),
+    /// IPv6 source and destination.
+    V6([u8; 16], [u8; 16]),
+}
+
+/// Source and destination address of a TCP frame; `None` for anything [`tcp_view`] rejects.
+pub fn tcp_addrs(frame: &[u8]) -> Option<IpPair> {
+    let v = tcp_view(frame)?;
+    let ip = &frame[v.l3_off..];
+    Some(if v.ipv6 {
+        IpPair::V6(ip[8..24].try_into().ok()?, ip[24..40].try_into().ok()?)
+    } else {
+        IpPair::V4(ip[12..16].try_into().ok()?, ip[16..20].try_into().ok()?)
+    })
+}
