@@ -2,6 +2,7 @@
 //! `BPF_PROG_TEST_RUN` (`packet`), and network-namespace topologies that clean up after
 //! themselves (`netns`).
 pub mod daemon;
+pub mod e2e;
 pub mod netns;
 pub mod packet;
 
