@@ -600,3 +600,51 @@ fn sigint_drains_in_flight_requests_and_exits_zero() {
         "still accepting after exit"
     );
 }
+
+#[test]
+fn probe_asks_the_daemon_at_the_address_it_wrote() {
+    let backends = Backends::new();
+    let dir = tempfile::tempdir().unwrap();
+    write_cafe(
+        dir.path(),
+        &[backends.demo("coffee-1")],
+        &[backends.demo("tea-1")],
+        &[],
+    );
+    let addr_file = dir.path().join("admin-addr");
+    let mut config = DaemonConfig::new(dir.path(), 29500);
+    config.extra_args = vec![
+        "--admin-addr-file".into(),
+        addr_file.display().to_string(),
+        // Standalone without XDP serves generation 0: the admin port stays as given.
+        "--admin-port-follows-generation".into(),
+    ];
+    let d = Daemon::start(config);
+    let written = std::fs::read_to_string(&addr_file).unwrap();
+    assert_eq!(written.trim(), d.admin_addr().to_string());
+
+    let probe = |args: &[&str]| {
+        std::process::Command::new(integration_tests::daemon_bin())
+            .arg("probe")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let file = addr_file.to_str().unwrap();
+    for endpoint in ["readyz", "healthz"] {
+        let out = probe(&[endpoint, "--admin-addr-file", file]);
+        assert!(
+            out.status.success(),
+            "{endpoint}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Nothing listens there: the probe must fail, and say where it looked.
+    let closed = format!("127.0.0.1:{}", integration_tests::daemon::free_port());
+    let out = probe(&["readyz", "--admin-addr", &closed]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&closed));
+    let out = probe(&["readyz", "--admin-addr-file", "/nonexistent/admin-addr"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/admin-addr"));
+}

@@ -29,6 +29,9 @@ pub enum Command {
     Run(RunArgs),
     /// Print the pinned data plane: attachments, owner, slots, counters, policy, top flows.
     Inspect(crate::inspect::InspectArgs),
+    /// Ask this pod's daemon for /healthz or /readyz; exit 0 when it answers 200 (for kubelet
+    /// exec probes, which cannot follow an admin port that depends on the generation).
+    Probe(crate::probe::ProbeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,6 +73,13 @@ pub struct RunArgs {
     /// Source policy file (allow/deny CIDRs, SYN rate limit), enforced in XDP; re-read on change.
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// Add the worker-port generation (0 or 1) to the admin port, so the daemon that replaces
+    /// this one on the node (a surge rolling update) binds the other admin port.
+    #[arg(long)]
+    pub admin_port_follows_generation: bool,
+    /// Write the bound admin address to this file (what `xdp-ingress probe` reads).
+    #[arg(long)]
+    pub admin_addr_file: Option<PathBuf>,
     /// Enables POST /debug/crash-worker?slot=N on the admin address (tests only).
     #[arg(long, hide = true)]
     pub test_hooks: bool,

@@ -10,6 +10,7 @@ pub mod dataplane;
 pub mod inspect;
 pub mod metrics;
 pub mod model;
+pub mod probe;
 pub mod proxy;
 pub mod publish;
 pub mod run;

@@ -8,6 +8,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => xdp_ingress::run::run(args),
         Command::Inspect(args) => xdp_ingress::inspect::inspect(&args).map_err(anyhow::Error::from),
+        Command::Probe(args) => xdp_ingress::probe::probe(&args).map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

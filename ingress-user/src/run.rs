@@ -80,7 +80,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(
         http_port = args.http_port,
         workers = pool.len(),
-        admin = %args.admin_addr,
+        admin = %admin_address(&args, pool.generation()),
         manifests = %args.manifests.display(),
         "xdp-ingress is serving"
     );
@@ -158,7 +158,13 @@ fn start(
         steer_by: args.steer_by,
         generation,
     })?;
-    let admin_listener = admin::bind(args.admin_addr)?;
+    let admin_addr = admin_address(args, generation);
+    let admin_listener = admin::bind(admin_addr)?;
+    if let Some(file) = &args.admin_addr_file {
+        let bound = admin_listener.local_addr().unwrap_or(admin_addr);
+        std::fs::write(file, format!("{bound}\n"))
+            .with_context(|| format!("writing --admin-addr-file {}", file.display()))?;
+    }
     enable_request_migration();
     if let Some(dp) = dataplane {
         for iface in &args.interfaces {
@@ -191,6 +197,16 @@ fn start(
     health.healthy.store(true, Ordering::Relaxed);
     health.ready.store(true, Ordering::Relaxed);
     Ok((pool, admin_task, health))
+}
+
+/// The admin address: `--admin-addr`, its port moved up by the worker-port generation with
+/// `--admin-port-follows-generation` (so an old and a new daemon on one node never collide).
+fn admin_address(args: &RunArgs, generation: u16) -> std::net::SocketAddr {
+    let mut addr = args.admin_addr;
+    if args.admin_port_follows_generation {
+        addr.set_port(addr.port().saturating_add(generation));
+    }
+    addr
 }
 
 /// Takes dead workers out of the Maglev table, restarts them, and re-plans when the policy changed.

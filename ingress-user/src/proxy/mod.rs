@@ -202,6 +202,11 @@ impl WorkerPool {
         self.slots.is_empty()
     }
 
+    /// The worker-port generation this pool serves.
+    pub fn generation(&self) -> u16 {
+        self.config.generation
+    }
+
     /// Joins the threads that have exited and marks their slots dead; returns (slot, why).
     pub fn reap(&mut self) -> Vec<(usize, String)> {
         let mut dead = Vec::new();
