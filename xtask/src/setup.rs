@@ -18,12 +18,18 @@ const APT_PACKAGES: [(&str, &str); 4] = [
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Runs every step.
+/// Runs every step. With `XTASK_SETUP_BUILD_ONLY=1` (image builds: no root tools, no bpffs
+/// mount possible), only what compiling needs.
 pub fn setup() -> anyhow::Result<()> {
-    apt_packages()?;
+    let build_only = std::env::var_os("XTASK_SETUP_BUILD_ONLY").is_some_and(|v| v == "1");
+    if !build_only {
+        apt_packages()?;
+    }
     nightly_rust_src()?;
     bpf_linker()?;
-    bpffs()?;
+    if !build_only {
+        bpffs()?;
+    }
     eprintln!("xtask setup: done");
     Ok(())
 }
