@@ -6,6 +6,8 @@
 //! - `run`: the standalone demo: the cafe example served through XDP on `lo` (`demo.rs`).
 //! - `test`: every test, the root-only ones included.
 //! - `lint`: rustfmt and clippy as CI runs them.
+//! - `bench`: benchmarks that print ratios measured in the same run (`bench.rs`).
+mod bench;
 mod demo;
 mod setup;
 mod util;
@@ -39,6 +41,14 @@ enum Command {
     },
     /// rustfmt --check and clippy -D warnings over the workspace.
     Lint,
+    /// Benchmarks (not timed tests): `bench xdp` prints ns/packet and connections/s ratios.
+    Bench {
+        /// Which benchmark: xdp.
+        what: String,
+        /// Options for it (see docs/benchmarks.md), e.g. --seconds 5 --rounds 3.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +66,10 @@ fn main() -> anyhow::Result<()> {
         Command::Test { args } => {
             setup::ensure()?;
             test(&args)
+        }
+        Command::Bench { what, args } => {
+            setup::ensure()?;
+            bench::run(&what, &args)
         }
         Command::Lint => {
             setup::ensure()?;
