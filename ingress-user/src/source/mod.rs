@@ -5,16 +5,22 @@
 //! This module also holds the manifest parser shared by every text-based source and by tests:
 //! YAML text → `ParsedManifests` (recognized objects with their line, plus one `LoadError` per
 //! document that could not be used). Parsing is pure; reading files and watching live in `file`.
+//! Secrets are kept only when they are TLS Secrets (`secret`).
 use std::{fmt, path::PathBuf};
 
 use k8s_openapi::{
-    api::{core::v1::Service, discovery::v1::EndpointSlice, networking::v1::Ingress},
+    api::{
+        core::v1::{Secret, Service},
+        discovery::v1::EndpointSlice,
+        networking::v1::Ingress,
+    },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use serde::Deserialize;
 use serde_yaml::Value;
 
 pub mod file;
+mod secret;
 
 /// The namespace given to objects whose manifest names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -26,6 +32,8 @@ pub struct Inputs {
     pub ingresses: Vec<Ingress>,
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
+    /// TLS Secrets (`kubernetes.io/tls`), `stringData` already merged into `data`.
+    pub secrets: Vec<Secret>,
 }
 
 impl Inputs {
@@ -34,6 +42,7 @@ impl Inputs {
             Object::Ingress(o) => self.ingresses.push(*o),
             Object::Service(o) => self.services.push(*o),
             Object::EndpointSlice(o) => self.endpoint_slices.push(*o),
+            Object::Secret(o) => self.secrets.push(*o),
         }
     }
 
@@ -58,6 +67,7 @@ pub enum Object {
     Ingress(Box<Ingress>),
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
+    Secret(Box<Secret>),
 }
 
 impl Object {
@@ -66,6 +76,7 @@ impl Object {
             Object::Ingress(_) => "Ingress",
             Object::Service(_) => "Service",
             Object::EndpointSlice(_) => "EndpointSlice",
+            Object::Secret(_) => "Secret",
         }
     }
 
@@ -74,6 +85,7 @@ impl Object {
             Object::Ingress(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
         }
     }
 
@@ -82,6 +94,7 @@ impl Object {
             Object::Ingress(o) => &mut o.metadata,
             Object::Service(o) => &mut o.metadata,
             Object::EndpointSlice(o) => &mut o.metadata,
+            Object::Secret(o) => &mut o.metadata,
         }
     }
 
@@ -375,6 +388,9 @@ fn parse_document(chunk: &str, index: usize, value: Value, at: Place, out: &mut 
         ("discovery.k8s.io/v1", "EndpointSlice", Some(d)) => {
             Ok(EndpointSlice::deserialize(d).map(|o| Object::EndpointSlice(Box::new(o))))
         }
+        ("v1", "Secret", Some(d)) => {
+            Ok(Secret::deserialize(d).map(|o| Object::Secret(Box::new(o))))
+        }
         _ => Err(Unknown),
     };
     match typed {
@@ -424,12 +440,15 @@ fn object_from_value(v: &Value) -> Result<Object, String> {
         ("discovery.k8s.io/v1", "EndpointSlice") => Object::EndpointSlice(Box::new(
             serde_yaml::from_value(v.clone()).map_err(invalid)?,
         )),
+        ("v1", "Secret") => Object::Secret(Box::new(
+            serde_yaml::from_value(v.clone()).map_err(invalid)?,
+        )),
         _ => return Err(unknown_kind(api_version, kind)),
     };
     finish(object)
 }
 
-/// Checks the name and fills in the default namespace.
+/// Checks the name and fills in the default namespace; keeps TLS Secrets only.
 fn finish(mut object: Object) -> Result<Object, String> {
     let meta = object.metadata_mut();
     if meta.name.as_deref().unwrap_or("").is_empty() {
@@ -437,6 +456,9 @@ fn finish(mut object: Object) -> Result<Object, String> {
     }
     if meta.namespace.as_deref().unwrap_or("").is_empty() {
         meta.namespace = Some(DEFAULT_NAMESPACE.to_owned());
+    }
+    if let Object::Secret(s) = &mut object {
+        secret::accept(s)?;
     }
     Ok(object)
 }
@@ -576,7 +598,7 @@ items:
   kind: Service
   metadata: {name: a, namespace: n}
 - apiVersion: v1
-  kind: Secret
+  kind: ConfigMap
   metadata: {name: s}
 - apiVersion: networking.k8s.io/v1
   kind: Ingress
@@ -587,7 +609,7 @@ items:
         assert_eq!(p.errors.len(), 1);
         assert_eq!(
             p.errors[0].to_string(),
-            "Secret default/s: List item 1: unsupported apiVersion/kind v1/Secret; skipped"
+            "ConfigMap default/s: List item 1: unsupported apiVersion/kind v1/ConfigMap; skipped"
         );
     }
 
