@@ -4,12 +4,21 @@
 //! Nothing here does I/O. A worker loads the current `Arc<Snapshot>` once per request and routes
 //! with `proxy::router::find`; backend selection state (the round-robin cursor) lives inside the
 //! snapshot, so it is built once per update and shared by every worker.
+//!
+//! TLS: `TlsTable` maps the hosts named in `spec.tls` to their certificates (parsed and checked by
+//! `translate`); `proxy::tls` resolves SNI against the current snapshot's table on every handshake,
+//! and the forwarder consults it to redirect plain HTTP to HTTPS.
 use std::{
     collections::HashMap,
     fmt,
     net::SocketAddr,
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
 };
+
+use rustls::sign::CertifiedKey;
 
 /// A Kubernetes object named in diagnostics, logs and routes: `Kind namespace/name`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -163,10 +172,73 @@ pub struct Snapshot {
     pub generation: u64,
     pub routes: RouteTable,
     pub backends: Vec<Backend>,
+    pub tls: TlsTable,
 }
 
 impl Snapshot {
     pub fn backend(&self, idx: BackendIdx) -> &Backend {
         &self.backends[idx.0]
+    }
+}
+
+/// A certificate chain (leaf first) with its private key, ready for rustls. Two are equal when
+/// their chains are (the key was checked against the leaf when it was built).
+#[derive(Clone, Debug)]
+pub struct Certificate(pub Arc<CertifiedKey>);
+
+impl PartialEq for Certificate {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.cert == other.0.cert
+    }
+}
+
+impl Eq for Certificate {}
+
+/// How one host named in some Ingress's `spec.tls` is served over TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsHost {
+    /// `None` when the entry names no Secret or its Secret is unusable (a diagnostic says why):
+    /// the default certificate is served.
+    pub certificate: Option<Certificate>,
+    /// The Secret named by the winning `spec.tls` entry, if any.
+    pub secret: Option<ObjectRef>,
+    /// The Ingress whose `spec.tls` entry won this host.
+    pub ingress: ObjectRef,
+    /// Plain-HTTP requests for this host are answered with `308` to `https://`.
+    pub redirect: bool,
+}
+
+/// The TLS hosts: exact names (lowercase) and wildcards (`*.example.com` stored under its suffix
+/// `example.com`; it matches exactly one more DNS label).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsTable {
+    pub exact: HashMap<String, TlsHost>,
+    pub wildcard: HashMap<String, TlsHost>,
+}
+
+impl TlsTable {
+    /// The entry for `host` (lowercase, no port, no trailing dot): the exact name first, then the
+    /// wildcard whose suffix follows the first label. The first label must be a plain DNS label,
+    /// so nothing else (`a/b.example.com`, `a.b.example.com`) matches `*.example.com`.
+    pub fn find(&self, host: &str) -> Option<&TlsHost> {
+        if let Some(h) = self.exact.get(host) {
+            return Some(h);
+        }
+        if self.wildcard.is_empty() {
+            return None;
+        }
+        let (label, suffix) = host.split_once('.')?;
+        let plain = !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !plain {
+            return None;
+        }
+        self.wildcard.get(suffix)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty()
     }
 }

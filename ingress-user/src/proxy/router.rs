@@ -118,6 +118,7 @@ mod tests {
             generation: 1,
             routes,
             backends,
+            ..Snapshot::default()
         }
     }
 

@@ -5,7 +5,8 @@
 //! settles conflicts; the distinct `ServiceBackendRef`s of the winners, in sorted order, become
 //! `Snapshot::backends` through `backends::Resolver` (so two routes naming the same Service port
 //! share one `Backend` and its round-robin cursor); finally the drafts become each host's
-//! `HostRoutes`, sorted for `proxy::router::find`. Anything invalid is left out with a
+//! `HostRoutes`, sorted for `proxy::router::find`. `tls::collect` builds the TLS hosts and their
+//! certificates from `spec.tls` and the Secrets. Anything invalid is left out with a
 //! `Diagnostic` naming the object and field; the rest is built as if it were absent.
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -21,6 +22,9 @@ mod backends;
 mod routes;
 #[cfg(test)]
 mod tests;
+pub mod tls;
+#[cfg(test)]
+mod tls_tests;
 
 pub(crate) use crate::source::DEFAULT_NAMESPACE;
 
@@ -89,6 +93,7 @@ pub fn translate(inputs: &Inputs) -> (Snapshot, Vec<Diagnostic>) {
     }
     sort_routes(&mut routes.any_host);
     routes.hosts.values_mut().for_each(sort_routes);
+    let tls = tls::collect(&inputs.ingresses, &inputs.secrets, &mut diags);
 
     diags.sort();
     diags.dedup();
@@ -96,6 +101,7 @@ pub fn translate(inputs: &Inputs) -> (Snapshot, Vec<Diagnostic>) {
         generation: 0,
         routes,
         backends,
+        tls,
     };
     (snapshot, diags)
 }
