@@ -36,7 +36,7 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Folder of Kubernetes YAML manifests (Ingress, Service, EndpointSlice) to serve.
+    /// Folder of Kubernetes YAML manifests (Ingress, Service, EndpointSlice, TLS Secret) to serve.
     #[arg(long)]
     pub manifests: PathBuf,
     /// Interfaces to attach XDP and TC to (repeatable). Without any, XDP is not attached and
@@ -46,6 +46,17 @@ pub struct RunArgs {
     /// Public HTTP port.
     #[arg(long, default_value_t = 80)]
     pub http_port: u16,
+    /// Public HTTPS port (TLS terminated by the workers, certificates from `spec.tls` Secrets);
+    /// 0 disables HTTPS (and the HTTP to HTTPS redirect).
+    #[arg(long, default_value_t = 443)]
+    pub https_port: u16,
+    /// PEM certificate chain served to clients that send an unknown name or none, and for TLS
+    /// hosts whose Secret is unusable. Default: a self-signed certificate generated at start.
+    #[arg(long, requires = "default_key", value_name = "FILE")]
+    pub default_certificate: Option<PathBuf>,
+    /// PEM private key of `--default-certificate`.
+    #[arg(long, requires = "default_certificate", value_name = "FILE")]
+    pub default_key: Option<PathBuf>,
     /// Number of proxy worker threads (default: number of CPUs).
     #[arg(long)]
     pub workers: Option<usize>,

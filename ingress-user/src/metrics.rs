@@ -33,6 +33,12 @@ pub struct UpstreamErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsHandshakeLabels {
+    /// ok, error (a failed handshake) or timeout.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     /// ok or error.
     pub result: &'static str,
@@ -46,6 +52,7 @@ pub struct ProxyMetrics {
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub open_connections: Gauge<i64, AtomicI64>,
     pub connections: Counter<u64, AtomicU64>,
+    pub tls_handshakes: Family<TlsHandshakeLabels, Counter>,
 }
 
 /// Metrics of the configuration pipeline.
@@ -78,6 +85,7 @@ impl Metrics {
             upstream_errors: Family::default(),
             open_connections: Gauge::default(),
             connections: Counter::default(),
+            tls_handshakes: Family::default(),
         };
         registry.register(
             "requests",
@@ -103,6 +111,11 @@ impl Metrics {
             "connections",
             "Client connections accepted",
             proxy.connections.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes on the HTTPS port, by result",
+            proxy.tls_handshakes.clone(),
         );
         let config = ConfigMetrics {
             generation: Gauge::default(),

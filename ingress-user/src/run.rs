@@ -2,7 +2,8 @@
 //! newer daemon takes the data plane over.
 //!
 //! Start: signal handlers → open and watch the manifests folder → load + translate + publish the
-//! first snapshot → load the eBPF object (adopting pinned maps; this decides the worker-port
+//! first snapshot → TLS set-up (default certificate, resolver over the snapshots) → load the eBPF
+//! object (adopting pinned maps; this decides the worker-port
 //! generation) → bind every socket → attach → program the maps (this flips new connections to our
 //! workers) → start workers → ready. Any failure after the load cleans up what this daemon
 //! created. Then, each debounced folder change rebuilds and republishes the snapshot; a changed
@@ -24,7 +25,10 @@ use crate::{
     cli::RunArgs,
     dataplane::{self, error_chain, Dataplane, Policy},
     metrics::{Metrics, ReloadLabels},
-    proxy::{BoundPool, PoolConfig, UpstreamTimeouts, WorkerPool},
+    proxy::{
+        tls::{self, CertResolver},
+        BoundPool, PoolConfig, PublicPort, UpstreamTimeouts, WorkerPool,
+    },
     publish::Publisher,
     source::file::FileSource,
     translate::translate,
@@ -54,6 +58,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let (mut publisher, snapshots) = Publisher::new();
     reload(&mut source, &mut publisher, &metrics);
     let mut policy = PolicyFile::open(args.policy.as_deref())?;
+    let https = https_port(&args, &snapshots)?;
 
     let mut dataplane = if args.interfaces.is_empty() {
         tracing::warn!("no --interface given: XDP is not attached; the public port is served by the SO_REUSEPORT group only");
@@ -63,6 +68,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     };
     let started = start(
         &args,
+        https,
         dataplane.as_mut(),
         &policy.current,
         &snapshots,
@@ -79,6 +85,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     };
     tracing::info!(
         http_port = args.http_port,
+        https_port = args.https_port,
         workers = pool.len(),
         admin = %admin_address(&args, pool.generation()),
         manifests = %args.manifests.display(),
@@ -132,9 +139,46 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     outcome
 }
 
+/// The HTTPS public port with its TLS configuration, unless `--https-port 0`.
+fn https_port(
+    args: &RunArgs,
+    snapshots: &crate::publish::SnapshotReader,
+) -> anyhow::Result<Option<PublicPort>> {
+    if args.https_port == 0 {
+        tracing::info!("--https-port 0: HTTPS is disabled (and plain HTTP is never redirected)");
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        args.https_port != args.http_port,
+        "--https-port {} is also --http-port; choose another port, or 0 to disable HTTPS",
+        args.https_port
+    );
+    let default = match (&args.default_certificate, &args.default_key) {
+        (Some(cert), Some(key)) => {
+            let loaded = tls::load_default_certificate(cert, key)?;
+            tracing::info!(certificate = %cert.display(), "default TLS certificate loaded");
+            loaded
+        }
+        _ => {
+            let generated = tls::generate_default_certificate()?;
+            tracing::info!(
+                name = tls::DEFAULT_CERTIFICATE_NAME,
+                "default TLS certificate generated (self-signed)"
+            );
+            generated
+        }
+    };
+    let config = tls::server_config(Arc::new(CertResolver::new(snapshots.clone(), default)))?;
+    Ok(Some(PublicPort {
+        port: args.https_port,
+        tls: Some(config),
+    }))
+}
+
 /// Binds, attaches, programs and starts; on error the caller cleans up the data plane.
 fn start(
     args: &RunArgs,
+    https: Option<PublicPort>,
     dataplane: Option<&mut Dataplane>,
     policy: &Policy,
     snapshots: &crate::publish::SnapshotReader,
@@ -149,7 +193,9 @@ fn start(
         .map_or(0, |dp| dp.takeover().generation as u16);
     let pool = BoundPool::bind(PoolConfig {
         workers,
-        public_ports: vec![args.http_port],
+        public_ports: std::iter::once(PublicPort::http(args.http_port))
+            .chain(https)
+            .collect(),
         worker_port_base: args.worker_port_base,
         bind_ip: IpAddr::from([0, 0, 0, 0]),
         timeouts: UpstreamTimeouts::default(),

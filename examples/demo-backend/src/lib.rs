@@ -23,12 +23,14 @@ pub fn describe(name: &str, local: SocketAddr, req: &Request<Incoming>) -> Strin
             .to_owned()
     };
     format!(
-        "Server name: {name}\nServer address: {local}\nURI: {}\nMethod: {}\nHost: {}\nRequest ID: {}\nX-Forwarded-For: {}\n",
+        "Server name: {name}\nServer address: {local}\nURI: {}\nMethod: {}\nHost: {}\nRequest ID: {}\nX-Forwarded-For: {}\nX-Forwarded-Proto: {}\nX-Forwarded-Port: {}\n",
         req.uri(),
         req.method(),
         header("host"),
         header("x-request-id"),
         header("x-forwarded-for"),
+        header("x-forwarded-proto"),
+        header("x-forwarded-port"),
     )
 }
 

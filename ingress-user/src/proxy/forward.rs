@@ -1,5 +1,6 @@
 //! The request handler of a worker: route with `router::find` over one snapshot, pick an endpoint
 //! from the backend's selection state, forward with the worker's pooled hyper client, answer.
+//! A plain-HTTP request for a TLS host that redirects is answered with 308 to HTTPS first.
 //!
 //! Errors become short plain-text responses (404 no route, 503 no ready endpoint, 502 upstream
 //! failed, 504 upstream timed out); the access log line of the request names the backend, the
@@ -21,7 +22,7 @@ use hyper_util::{
 
 use super::{
     headers::{self, ClientSide},
-    router,
+    router, tls,
 };
 use crate::{
     metrics::{code_class, ProxyMetrics, RequestLabels, UpstreamErrorLabels},
@@ -56,6 +57,8 @@ pub struct Forwarder {
     metrics: ProxyMetrics,
     timeouts: UpstreamTimeouts,
     ids: RequestIds,
+    /// The public HTTPS port, when HTTPS is served (redirects point there).
+    https_port: Option<u16>,
 }
 
 /// Where a request came in.
@@ -63,6 +66,8 @@ pub struct Forwarder {
 pub struct Downstream {
     pub peer: SocketAddr,
     pub public_port: u16,
+    /// The request came over TLS.
+    pub tls: bool,
 }
 
 impl Forwarder {
@@ -71,6 +76,7 @@ impl Forwarder {
         snapshots: SnapshotReader,
         metrics: ProxyMetrics,
         timeouts: UpstreamTimeouts,
+        https_port: Option<u16>,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -88,6 +94,7 @@ impl Forwarder {
             metrics,
             timeouts,
             ids: RequestIds::new(),
+            https_port,
         }
     }
 
@@ -106,20 +113,25 @@ impl Forwarder {
             req.headers_mut(),
             ClientSide {
                 peer: down.peer.ip(),
-                proto: "http",
+                proto: if down.tls { "https" } else { "http" },
                 public_port: down.public_port,
                 host: &host,
             },
             || self.ids.next(),
         );
 
-        let outcome = match router::find(&snapshot, &host, &path) {
-            None => Outcome::local(
+        let redirect = match (down.tls, self.https_port) {
+            (false, Some(port)) => tls::redirect_location(&snapshot.tls, &host, req.uri(), port),
+            _ => None,
+        };
+        let outcome = match (redirect, router::find(&snapshot, &host, &path)) {
+            (Some(location), _) => Outcome::redirect(location),
+            (None, None) => Outcome::local(
                 StatusCode::NOT_FOUND,
                 "no_route",
                 "no Ingress rule matches this host and path".into(),
             ),
-            Some(route) => {
+            (None, Some(route)) => {
                 let backend = snapshot.backend(route.backend);
                 match backend.pick() {
                     None => {
@@ -282,6 +294,20 @@ impl Outcome {
             error_kind: Some(kind),
             error: Some(error),
         }
+    }
+
+    /// `308 Permanent Redirect` to `location` (not an error).
+    fn redirect(location: String) -> Self {
+        let mut outcome = Self::local(StatusCode::PERMANENT_REDIRECT, "redirect", String::new());
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            outcome
+                .response
+                .headers_mut()
+                .insert(header::LOCATION, value);
+        }
+        outcome.error_kind = None;
+        outcome.error = None;
+        outcome
     }
 
     fn with_backend(mut self, backend: String) -> Self {

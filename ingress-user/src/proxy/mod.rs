@@ -2,13 +2,16 @@
 //! slot whose thread died, and tells the data plane the worker layout (which port each slot of
 //! this daemon's generation listens on, and which slots are live) so XDP can steer to it.
 //!
-//! Request flow inside a worker: `worker` accepts → `forward::Forwarder::handle` → `router::find`
-//! over the current snapshot → backend pick → upstream via the worker's pooled client; `headers`
-//! rewrites the forwarding headers. `listener` owns port numbering and binding.
+//! Request flow inside a worker: `worker` accepts (on the HTTPS port, `tls::handshake` first) →
+//! `forward::Forwarder::handle` (plain HTTP for a TLS host: 308 to HTTPS) → `router::find` over
+//! the current snapshot → backend pick → upstream via the worker's pooled client; `headers`
+//! rewrites the forwarding headers. `listener` owns port numbering and binding; `tls` the rustls
+//! configuration and certificate selection.
 pub mod forward;
 pub mod headers;
 pub mod listener;
 pub mod router;
+pub mod tls;
 pub mod worker;
 
 use std::{
@@ -30,12 +33,34 @@ use crate::{
     publish::SnapshotReader,
 };
 
+/// One public port and how connections to it are served.
+#[derive(Clone, Debug)]
+pub struct PublicPort {
+    pub port: u16,
+    /// `Some`: HTTPS (TLS terminated with this configuration); `None`: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl PublicPort {
+    pub fn http(port: u16) -> Self {
+        Self { port, tls: None }
+    }
+
+    /// The command-line option that moves this port (for bind errors).
+    fn flag(&self) -> &'static str {
+        match self.tls {
+            Some(_) => "--https-port",
+            None => "--http-port",
+        }
+    }
+}
+
 /// How the pool is laid out.
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
     pub workers: usize,
     /// Public ports, in listener order (index = listener number in the data plane).
-    pub public_ports: Vec<u16>,
+    pub public_ports: Vec<PublicPort>,
     pub worker_port_base: u16,
     pub bind_ip: IpAddr,
     pub timeouts: UpstreamTimeouts,
@@ -76,7 +101,7 @@ pub struct WorkerPool {
 /// Binds the sockets of one slot: its worker port and its public-port member, per listener.
 fn bind_slot(config: &PoolConfig, slot: usize) -> Result<Vec<WorkerListener>, ListenError> {
     let mut sockets = Vec::new();
-    for (li, &public_port) in config.public_ports.iter().enumerate() {
+    for (li, public_port) in config.public_ports.iter().enumerate() {
         let port = slot_port(config, li, slot, config.generation)?;
         let worker = bind(
             SocketAddr::new(config.bind_ip, port),
@@ -84,12 +109,13 @@ fn bind_slot(config: &PoolConfig, slot: usize) -> Result<Vec<WorkerListener>, Li
             "--worker-port-base",
         )?;
         let public = bind(
-            SocketAddr::new(config.bind_ip, public_port),
+            SocketAddr::new(config.bind_ip, public_port.port),
             true,
-            "--http-port",
+            public_port.flag(),
         )?;
         sockets.push(WorkerListener {
-            public_port,
+            public_port: public_port.port,
+            tls: public_port.tls.clone(),
             worker,
             public,
         });
@@ -116,7 +142,8 @@ impl BoundPool {
             .map(|slot| bind_slot(&config, slot))
             .collect::<Result<Vec<_>, _>>()?;
         let mut listeners = Vec::new();
-        for (li, &public_port) in config.public_ports.iter().enumerate() {
+        for (li, public_port) in config.public_ports.iter().enumerate() {
+            let public_port = public_port.port;
             let ports = |generation| {
                 (0..config.workers)
                     .map(|s| slot_port(&config, li, s, generation))

@@ -2,8 +2,10 @@
 //! (its worker port per public port, and its member of each public port's SO_REUSEPORT group),
 //! its own pooled upstream client. Share-nothing except the snapshot handle and the metrics.
 //!
-//! Accept tasks feed accepted connections to the worker loop; each connection is served by
-//! hyper-util's auto server (HTTP/1.1 keep-alive, h2c prior knowledge) through `Forwarder`. On
+//! Accept tasks feed accepted connections to the worker loop; each connection gets its own task
+//! that, on the HTTPS port, first runs the TLS handshake (`tls::handshake`), then is served by
+//! hyper-util's auto server (HTTP/1.1 keep-alive, HTTP/2 by ALPN over TLS or h2c prior knowledge)
+//! through `Forwarder`. On
 //! shutdown the worker stops accepting, lets in-flight requests finish (HTTP/1.1 connections are
 //! closed after their current response, HTTP/2 gets GOAWAY), and gives up after the grace period.
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -14,14 +16,20 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use tokio::{net::TcpStream, sync::mpsc, sync::watch};
+use tokio_rustls::TlsAcceptor;
 
-use super::forward::{Downstream, Forwarder, UpstreamTimeouts};
+use super::{
+    forward::{Downstream, Forwarder, UpstreamTimeouts},
+    tls::{self, Stream},
+};
 use crate::{metrics::ProxyMetrics, publish::SnapshotReader};
 
 /// The sockets of one worker for one public port.
 #[derive(Debug)]
 pub struct WorkerListener {
     pub public_port: u16,
+    /// `Some`: this is the HTTPS port; connections start with a TLS handshake.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// This worker's port (where XDP steers), exclusive to the worker.
     pub worker: std::net::TcpListener,
     /// This worker's member of the public port's SO_REUSEPORT group.
@@ -42,6 +50,14 @@ pub struct WorkerSpec {
     pub crash: Arc<tokio::sync::Notify>,
 }
 
+/// A connection accepted on one of the worker's sockets.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    public_port: u16,
+    tls: Option<TlsAcceptor>,
+}
+
 /// How long a draining worker announces `Connection: close` before closing idle connections.
 const ANNOUNCE_CLOSE: Duration = Duration::from_secs(1);
 
@@ -52,19 +68,23 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
         .build()?;
     runtime.block_on(async move {
         let slot = spec.slot;
-        let forwarder = Arc::new(Forwarder::new(spec.snapshots, spec.metrics.clone(), spec.timeouts));
-        let (tx, mut accepted) = mpsc::channel::<(TcpStream, SocketAddr, u16)>(1024);
+        let https_port = spec.listeners.iter().find(|l| l.tls.is_some()).map(|l| l.public_port);
+        let forwarder = Arc::new(Forwarder::new(spec.snapshots, spec.metrics.clone(), spec.timeouts, https_port));
+        let (tx, mut accepted) = mpsc::channel::<Accepted>(1024);
         let mut acceptors = tokio::task::JoinSet::new();
         for l in spec.listeners {
+            let tls = l.tls.map(TlsAcceptor::from);
             for std_listener in [l.worker, l.public] {
                 let listener = tokio::net::TcpListener::from_std(std_listener)?;
                 let tx = tx.clone();
                 let public_port = l.public_port;
+                let tls = tls.clone();
                 acceptors.spawn(async move {
                     loop {
                         match listener.accept().await {
                             Ok((stream, peer)) => {
-                                if tx.send((stream, peer, public_port)).await.is_err() {
+                                let next = Accepted { stream, peer, public_port, tls: tls.clone() };
+                                if tx.send(next).await.is_err() {
                                     return;
                                 }
                             }
@@ -92,9 +112,9 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
                 _ = shutdown.wait_for(|stop| *stop) => break,
                 _ = spec.crash.notified() => panic!("worker {slot} crashed on purpose (test hook)"),
                 next = accepted.recv() => {
-                    let Some((stream, peer, public_port)) = next else { break };
+                    let Some(Accepted { stream, peer, public_port, tls }) = next else { break };
                     let forwarder = forwarder.clone();
-                    let down = Downstream { peer, public_port };
+                    let down = Downstream { peer, public_port, tls: tls.is_some() };
                     let draining = draining.clone();
                     let service = service_fn(move |req| {
                         let forwarder = forwarder.clone();
@@ -109,14 +129,23 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
                             Ok::<_, std::convert::Infallible>(resp)
                         }
                     });
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    let conn = graceful.watch(conn);
+                    // Taken now, so a connection still in its TLS handshake counts as open for
+                    // the drain below.
+                    let watcher = graceful.watcher();
+                    let builder = builder.clone();
                     let metrics = spec.metrics.clone();
                     metrics.connections.inc();
                     metrics.open_connections.inc();
                     tokio::spawn(async move {
-                        if let Err(err) = conn.await {
-                            tracing::debug!(%peer, error = %err, "connection ended with an error");
+                        let stream = match tls {
+                            None => Some(Stream::Plain(stream)),
+                            Some(acceptor) => tls::handshake(&acceptor, stream, peer, &metrics).await,
+                        };
+                        if let Some(stream) = stream {
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            if let Err(err) = watcher.watch(conn.into_owned()).await {
+                                tracing::debug!(%peer, error = %err, "connection ended with an error");
+                            }
                         }
                         metrics.open_connections.dec();
                     });
