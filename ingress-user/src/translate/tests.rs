@@ -442,6 +442,7 @@ spec:
 fn input_order_does_not_matter() {
     let yaml = [
         include_str!("../../../examples/cafe/cafe-ingress.yaml"),
+        include_str!("../../../examples/cafe/cafe-secret.yaml"),
         include_str!("../../../examples/cafe/coffee.yaml"),
         include_str!("../../../examples/cafe/tea.yaml"),
         SVC_A,
@@ -477,6 +478,7 @@ endpoints: [{addresses: [127.0.0.13, bad]}, {addresses: [127.0.0.11]}]
     let (want, want_diags) = translate(&inputs);
     assert_eq!(want.backends.len(), 4);
     assert_eq!(want_diags.len(), 4, "{want_diags:?}");
+    assert!(want.tls.exact["cafe.example.com"].certificate.is_some());
     let coffee = &want.backends[0];
     assert_eq!(coffee.endpoints.len(), 3, "{coffee:?}");
     for shuffle in 0..4 {
@@ -484,6 +486,7 @@ endpoints: [{addresses: [127.0.0.13, bad]}, {addresses: [127.0.0.11]}]
         shuffle_vec(&mut i.ingresses, shuffle);
         shuffle_vec(&mut i.services, shuffle + 1);
         shuffle_vec(&mut i.endpoint_slices, shuffle + 2);
+        shuffle_vec(&mut i.secrets, shuffle + 3);
         let (got, got_diags) = translate(&i);
         assert_eq!(got, want, "shuffle {shuffle}");
         assert_eq!(got_diags, want_diags, "shuffle {shuffle}");
@@ -504,9 +507,15 @@ fn cafe_example_loads_and_translates() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cafe");
     let report = FileSource::open(&dir).unwrap().load();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(report.files, 3);
+    assert_eq!(report.files, 4);
     let (snap, diags) = translate(&report.inputs);
     assert!(diags.is_empty(), "{diags:?}");
+    let tls = snap
+        .tls
+        .find("cafe.example.com")
+        .expect("cafe.example.com is a TLS host");
+    assert!(tls.certificate.is_some() && tls.redirect, "{tls:?}");
+    assert_eq!(tls.secret.as_ref().unwrap().name, "cafe-secret");
     assert_eq!(
         routes(&snap),
         [
