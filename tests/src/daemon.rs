@@ -45,6 +45,8 @@ pub fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) 
 pub struct DaemonConfig {
     pub manifests: PathBuf,
     pub http_port: u16,
+    /// `0` disables HTTPS.
+    pub https_port: u16,
     pub admin_port: u16,
     pub worker_port_base: u16,
     pub workers: usize,
@@ -53,11 +55,13 @@ pub struct DaemonConfig {
 }
 
 impl DaemonConfig {
-    /// Free public and admin ports, 2 workers from `worker_port_base`, 5 s drain.
+    /// Free public (HTTP and HTTPS) and admin ports, 2 workers from `worker_port_base` (the
+    /// HTTPS listener's worker ports start at `worker_port_base + 512`), 5 s drain.
     pub fn new(manifests: &Path, worker_port_base: u16) -> Self {
         Self {
             manifests: manifests.to_owned(),
             http_port: free_port(),
+            https_port: free_port(),
             admin_port: free_port(),
             worker_port_base,
             workers: 2,
@@ -73,6 +77,8 @@ impl DaemonConfig {
             self.manifests.display().to_string(),
             "--http-port".to_owned(),
             self.http_port.to_string(),
+            "--https-port".to_owned(),
+            self.https_port.to_string(),
             "--workers".to_owned(),
             self.workers.to_string(),
             "--worker-port-base".to_owned(),
@@ -238,6 +244,10 @@ impl Daemon {
 
     pub fn http_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.config.http_port))
+    }
+
+    pub fn https_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.config.https_port))
     }
 
     pub fn admin_addr(&self) -> SocketAddr {

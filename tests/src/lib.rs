@@ -1,10 +1,12 @@
 //! Support code shared by the integration tests: packet builders and checksum checks for
-//! `BPF_PROG_TEST_RUN` (`packet`), and network-namespace topologies that clean up after
-//! themselves (`netns`).
+//! `BPF_PROG_TEST_RUN` (`packet`), network-namespace topologies that clean up after
+//! themselves (`netns`), the daemon as a child process (`daemon`), and certificates plus a
+//! rustls/hyper HTTPS client for the TLS tests (`tls`).
 pub mod daemon;
 pub mod e2e;
 pub mod netns;
 pub mod packet;
+pub mod tls;
 
 /// True when the tests run in CI (`CI=true`), where skipping a root-only test is a failure.
 pub fn in_ci() -> bool {
