@@ -29,6 +29,9 @@ pub struct RunArgs {
     /// Public HTTP port.
     #[arg(long, default_value_t = 80)]
     http_port: u16,
+    /// Public HTTPS port.
+    #[arg(long, default_value_t = 443)]
+    https_port: u16,
     /// Worker threads (default: number of CPUs).
     #[arg(long)]
     workers: Option<usize>,
@@ -98,6 +101,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             &args.interface,
             "--http-port",
             &args.http_port.to_string(),
+            "--https-port",
+            &args.https_port.to_string(),
         ]);
     if let Some(n) = args.workers {
         daemon.args(["--workers", &n.to_string()]);
@@ -111,12 +116,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         format!(":{}", args.http_port)
     };
+    let (tls, https) = (
+        format!("--resolve cafe.example.com:{0}:127.0.0.1", args.https_port),
+        match args.https_port {
+            443 => "https://cafe.example.com".to_owned(),
+            p => format!("https://cafe.example.com:{p}"),
+        },
+    );
     println!(
-        "\nThe cafe example is served through XDP on {iface}. Try:\n\
-         \n  curl -H 'Host: cafe.example.com' http://127.0.0.1{port}/coffee   # alternates coffee-1 / coffee-2\
-         \n  curl -H 'Host: cafe.example.com' http://127.0.0.1{port}/tea\
-         \n  curl -i -H 'Host: cafe.example.com' http://127.0.0.1{port}/other  # 404\
-         \n  curl -s http://127.0.0.1:10254/metrics | grep datapath            # XDP and TC verdicts\
+        "\nThe cafe example is served through XDP on {iface}, over HTTPS with a self-signed example certificate. Try:\n\
+         \n  curl {tls} -k {https}/coffee     # alternates coffee-1 / coffee-2\
+         \n  curl {tls} -k {https}/tea\
+         \n  curl {tls} -ki {https}/other     # 404\
+         \n  curl -i -H 'Host: cafe.example.com' http://127.0.0.1{port}/coffee  # 308 to HTTPS\
+         \n  curl -s http://127.0.0.1:10254/metrics | grep -E 'datapath|tls_handshakes'  # XDP and TC verdicts, TLS handshakes\
          \n  bpftool prog show name xdp_steer\
          \n  bpftool map dump pinned /sys/fs/bpf/xdp-ingress/v1/STATE\
          \n\nEdit examples/cafe/*.yaml and the change is served without a restart. Ctrl-C stops everything.\n",

@@ -12,6 +12,8 @@ use crate::{model::Snapshot, source::Inputs};
 
 const RSA_PKCS8: &str = include_str!("../../testdata/rsa-2048.pkcs8.pem");
 const RSA_PKCS1: &str = include_str!("../../testdata/rsa-2048.pkcs1.pem");
+const EC_PKCS8: &str = include_str!("../../testdata/ec-p256.pkcs8.pem");
+const EC_SEC1: &str = include_str!("../../testdata/ec-p256.sec1.pem");
 
 /// A CA with the given common name (ECDSA P-256).
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
@@ -119,11 +121,14 @@ fn table() {
     let ec = leaf(&["ec.example.com"], &ec_key, &inter);
     let wild_key = KeyPair::generate().unwrap();
     let wild = leaf(&["*.wild.example.com"], &wild_key, &ca);
+    let sec1_key = KeyPair::from_pem(EC_PKCS8).unwrap();
+    let sec1 = leaf(&["sec1.example.com"], &sec1_key, &ca);
     let other_key = KeyPair::generate().unwrap();
     let labels: HashMap<Vec<u8>, &str> = [
         (rsa.der().to_vec(), "rsa"),
         (ec.der().to_vec(), "ec"),
         (wild.der().to_vec(), "wild"),
+        (sec1.der().to_vec(), "sec1"),
     ]
     .into_iter()
     .collect();
@@ -137,6 +142,8 @@ fn table() {
         // ECDSA leaf + intermediate.
         tls_secret("ec-chain", &ec_chain, &ec_key.serialize_pem()),
         tls_secret("wild", &wild.pem(), &wild_key.serialize_pem()),
+        // ECDSA with a SEC1 (`EC PRIVATE KEY`) key.
+        tls_secret("sec1", &sec1.pem(), EC_SEC1),
         secret(
             "opaque",
             "Opaque",
@@ -156,7 +163,8 @@ fn table() {
             "  - {hosts: [RSA.example.com], secretName: rsa}\n  \
              - {hosts: [ec.example.com, '*.wild.example.com'], secretName: ec-chain}\n  \
              - {hosts: ['*.Wild.example.com'], secretName: wild}\n  \
-             - {hosts: [sni-only.example.com]}\n",
+             - {hosts: [sni-only.example.com]}\n  \
+             - {hosts: [sec1.example.com], secretName: sec1}\n",
         ),
         ingress(
             "bad",
@@ -221,6 +229,7 @@ fn table() {
             "ours.example.com: rsa (chain 1) from Secret default/rsa by default/ours-wins",
             "own.example.com: rsa (chain 1) from Secret default/rsa by default/opt-out, no redirect",
             "rsa.example.com: rsa (chain 1) from Secret default/rsa by default/good, no redirect",
+            "sec1.example.com: sec1 (chain 1) from Secret default/sec1 by default/good",
             "sni-only.example.com: default from - by default/good",
             "typo.example.com: rsa (chain 1) from Secret default/rsa by default/typo",
         ]
