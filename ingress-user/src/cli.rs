@@ -1,7 +1,11 @@
 //! Command line (clap) and logging setup.
 use std::{net::SocketAddr, path::PathBuf};
 
-use crate::dataplane::{SteerBy, XdpModeChoice};
+use crate::{
+    dataplane::{SteerBy, XdpModeChoice},
+    model::{ServiceBackendRef, ServicePortRef, Strategy},
+    proxy::balance::SessionKey,
+};
 
 #[derive(Debug, clap::Parser)]
 #[command(
@@ -24,6 +28,8 @@ pub struct LogArgs {
 }
 
 #[derive(Debug, clap::Subcommand)]
+// Parsed once at start: the size of `RunArgs` does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Serve: standalone from a folder of manifests.
     Run(RunArgs),
@@ -91,9 +97,67 @@ pub struct RunArgs {
     /// Write the bound admin address to this file (what `xdp-ingress probe` reads).
     #[arg(long)]
     pub admin_addr_file: Option<PathBuf>,
+    /// Backend for requests that no Ingress rule and no Ingress `spec.defaultBackend` matches:
+    /// NAMESPACE/SERVICE:PORT (port number or name). Without it they get a plain 404.
+    #[arg(long, value_name = "NAMESPACE/SERVICE:PORT", value_parser = parse_backend_ref)]
+    pub default_backend: Option<ServiceBackendRef>,
+    /// Load-balancing strategy of backends whose Ingress sets none (see docs/annotations.md).
+    #[arg(long, value_enum, default_value_t = LoadBalance::RoundRobin)]
+    pub load_balance: LoadBalance,
+    /// Key of persistent sticky-session cookies, 32 hex digits; give every node the same key so a
+    /// cookie from one node is honoured by all. Default: random at each start.
+    #[arg(long, env = "XDP_INGRESS_SESSION_COOKIE_KEY", hide_env_values = true, value_parser = SessionKey::from_hex)]
+    pub session_cookie_key: Option<SessionKey>,
     /// Enables POST /debug/crash-worker?slot=N on the admin address (tests only).
     #[arg(long, hide = true)]
     pub test_hooks: bool,
+}
+
+/// The global load-balancing strategies (per-Ingress annotations add the others).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadBalance {
+    /// Smooth weighted round robin.
+    #[value(name = "round_robin")]
+    RoundRobin,
+    /// Peak-EWMA of latency with power of two choices.
+    #[value(name = "ewma")]
+    Ewma,
+}
+
+impl LoadBalance {
+    pub fn strategy(self) -> Strategy {
+        match self {
+            LoadBalance::RoundRobin => Strategy::RoundRobin,
+            LoadBalance::Ewma => Strategy::Ewma,
+        }
+    }
+}
+
+/// `NAMESPACE/SERVICE:PORT`, the port a number (1-65535) or a name.
+pub fn parse_backend_ref(text: &str) -> Result<ServiceBackendRef, String> {
+    let bad = || format!("{text:?}: expected NAMESPACE/SERVICE:PORT, e.g. default/fallback:80");
+    let (namespace, rest) = text.split_once('/').ok_or_else(bad)?;
+    let (service, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    if !label(namespace) || !label(service) || port.is_empty() {
+        return Err(bad());
+    }
+    let port = match port.parse::<i32>() {
+        Ok(n @ 1..=65535) => ServicePortRef::Number(n),
+        Ok(_) => return Err(format!("{text:?}: port must be 1-65535")),
+        Err(_) if label(port) => ServicePortRef::Name(port.to_owned()),
+        Err(_) => return Err(bad()),
+    };
+    Ok(ServiceBackendRef {
+        namespace: namespace.to_owned(),
+        service: service.to_owned(),
+        port,
+    })
 }
 
 /// Installs the global tracing subscriber.
@@ -107,4 +171,31 @@ pub fn init_tracing(args: &LogArgs) {
         .with_target(false)
         .with_ansi(ansi)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_backend_flag_parses() {
+        let r = parse_backend_ref("web/fallback:8080").unwrap();
+        assert_eq!(
+            (r.namespace.as_str(), r.service.as_str(), r.port),
+            ("web", "fallback", ServicePortRef::Number(8080))
+        );
+        let r = parse_backend_ref("default/fallback:http").unwrap();
+        assert_eq!(r.port, ServicePortRef::Name("http".into()));
+        for bad in [
+            "fallback:80",
+            "default/fallback",
+            "/x:80",
+            "a/b:0",
+            "a/b:",
+            "A/b:80",
+            "a/b:70000",
+        ] {
+            assert!(parse_backend_ref(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -2,20 +2,19 @@
 //! serve, built from scratch by `translate` on every change and published whole by `publish`.
 //!
 //! Nothing here does I/O. A worker loads the current `Arc<Snapshot>` once per request and routes
-//! with `proxy::router::find`; backend selection state (the round-robin cursor) lives inside the
-//! snapshot, so it is built once per update and shared by every worker.
+//! with `proxy::router::find` (host maps and per-host path indexes built here, at snapshot build);
+//! backend selection state (`proxy::balance::Balancer`: cursors, latency averages, hash rings)
+//! lives inside the snapshot's `Backend`s, so it is built once per update and shared by every
+//! worker.
 //!
 //! TLS: `TlsTable` maps the hosts named in `spec.tls` to their certificates (parsed and checked by
 //! `translate`); `proxy::tls` resolves SNI against the current snapshot's table on every handshake,
 //! and the forwarder consults it to redirect plain HTTP to HTTPS.
-use std::{
-    collections::HashMap,
-    fmt,
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
+use std::{collections::HashMap, fmt, net::SocketAddr, sync::Arc};
+
+use crate::proxy::{
+    balance::{Balancer, Pick, RequestInfo, SessionKey},
+    router::PathIndex,
 };
 
 use rustls::sign::CertifiedKey;
@@ -82,7 +81,8 @@ impl fmt::Display for ServiceBackendRef {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendIdx(pub usize);
 
-/// A resolved backend: the ready endpoints of one Service port, with its selection state.
+/// A resolved backend: the ready endpoints of one Service port, with its selection strategy and
+/// state. Routes naming the same Service port with the same strategy share one `Backend`.
 #[derive(Debug)]
 pub struct Backend {
     pub service: ServiceBackendRef,
@@ -90,31 +90,50 @@ pub struct Backend {
     pub endpoints: Vec<SocketAddr>,
     /// Why there are no endpoints, when there are none (answered as 503 and logged).
     pub unavailable: Option<String>,
-    /// Round-robin cursor, shared by every worker for this snapshot.
-    cursor: AtomicUsize,
+    /// How an endpoint is chosen (annotations of the Ingress, else the global default).
+    pub strategy: Strategy,
+    /// Selection state, shared by every worker for this snapshot.
+    balancer: Balancer,
 }
 
 impl Backend {
+    /// A round-robin backend.
     pub fn new(
         service: ServiceBackendRef,
         endpoints: Vec<SocketAddr>,
         unavailable: Option<String>,
     ) -> Self {
+        Self::with_strategy(
+            service,
+            endpoints,
+            unavailable,
+            Strategy::RoundRobin,
+            &SessionKey::default(),
+        )
+    }
+
+    /// A backend that selects with `strategy`; `key` signs sticky-session cookies.
+    pub fn with_strategy(
+        service: ServiceBackendRef,
+        endpoints: Vec<SocketAddr>,
+        unavailable: Option<String>,
+        strategy: Strategy,
+        key: &SessionKey,
+    ) -> Self {
+        let balancer = Balancer::new(&endpoints, &strategy, key);
         Self {
             service,
             endpoints,
             unavailable,
-            cursor: AtomicUsize::new(0),
+            strategy,
+            balancer,
         }
     }
 
-    /// Round robin over the ready endpoints; `None` when there are none.
-    pub fn pick(&self) -> Option<SocketAddr> {
-        if self.endpoints.is_empty() {
-            return None;
-        }
-        let n = self.cursor.fetch_add(1, Ordering::Relaxed);
-        Some(self.endpoints[n % self.endpoints.len()])
+    /// Chooses an endpoint for a request; `None` when there is none. Report the outcome on the
+    /// returned `Pick` (`done`), so latency-aware strategies learn from it.
+    pub fn pick(&self, req: &RequestInfo<'_>) -> Option<Pick<'_>> {
+        self.balancer.pick(req)
     }
 }
 
@@ -126,7 +145,35 @@ pub enum PathKind {
     /// The rule's path is an element-wise prefix of the request path (`/foo` matches `/foo` and
     /// `/foo/bar`, not `/foobar`); a trailing slash on either side is ignored.
     Prefix,
+    /// Ours to define: the path is a regular expression (`regex` crate syntax) anchored at the
+    /// start of the request path, not at its end (`/api/v[0-9]+` matches `/api/v2/users`).
+    ImplementationSpecific,
 }
+
+/// A compiled `ImplementationSpecific` path. Equal when the patterns are equal.
+#[derive(Clone, Debug)]
+pub struct PathRegex(pub regex::Regex);
+
+impl PathRegex {
+    /// Largest compiled program accepted for one path (a guard against pathological patterns).
+    pub const SIZE_LIMIT: usize = 1 << 20;
+
+    /// Compiles an `ImplementationSpecific` path: `^(?:pattern)`, case-sensitive.
+    pub fn new(pattern: &str) -> Result<Self, regex::Error> {
+        regex::RegexBuilder::new(&format!("^(?:{pattern})"))
+            .size_limit(Self::SIZE_LIMIT)
+            .build()
+            .map(Self)
+    }
+}
+
+impl PartialEq for PathRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for PathRegex {}
 
 /// One path of one host, pointing at one backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,29 +184,142 @@ pub struct PathRoute {
     pub backend: BackendIdx,
     /// The Ingress this route came from.
     pub ingress: ObjectRef,
+    /// The compiled pattern of an `ImplementationSpecific` path (anchored at the start).
+    pub regex: Option<PathRegex>,
 }
 
-/// The routes of one host, precompiled for lookup: longest path first, `Exact` before `Prefix` on
-/// equal length (this order is what `router::find` relies on).
+/// The routes of one host, precompiled for lookup: `paths` sorted longest path first, then
+/// `Exact` before `Prefix` before `ImplementationSpecific` on equal length, then by path; `index`
+/// finds the best match without scanning them (see `router`). Build it with `HostRoutes::new`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostRoutes {
     pub paths: Vec<PathRoute>,
+    pub index: PathIndex,
 }
 
-/// All routes: exact host names (lowercase), and the rules that name no host.
+impl HostRoutes {
+    /// Sorts `paths` and builds their lookup index.
+    pub fn new(mut paths: Vec<PathRoute>) -> Self {
+        paths.sort_by(|a, b| (b.path.len(), a.kind, &a.path).cmp(&(a.path.len(), b.kind, &b.path)));
+        let index = PathIndex::build(&paths);
+        Self { paths, index }
+    }
+}
+
+/// All routes: exact host names (lowercase), wildcard hosts, the rules that name no host, and the
+/// default backend for requests nothing else matches.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouteTable {
     pub hosts: HashMap<String, HostRoutes>,
+    /// Wildcard hosts by the suffix after `*.` (`*.example.com` is under `example.com`).
+    pub wildcards: HashMap<String, HostRoutes>,
     pub any_host: HostRoutes,
+    /// The oldest Ingress's `spec.defaultBackend`, else the daemon's `--default-backend`.
+    pub default_backend: Option<PathRoute>,
 }
 
-/// Equal when they serve the same endpoints for the same reason; the cursor is selection state,
-/// not configuration, and is ignored.
+/// How a backend chooses an endpoint per request.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Strategy {
+    /// Smooth weighted round robin (every weight is 1 today).
+    RoundRobin,
+    /// Peak-EWMA of upstream latency, power of two random choices.
+    Ewma,
+    /// Consistent hash of a request key onto a ring of endpoints.
+    ConsistentHash(HashKey),
+    /// Consistent hash of a request key onto a subset of `size` endpoints, round robin inside.
+    SubsetHash { key: HashKey, size: usize },
+    /// Session affinity by cookie.
+    Sticky(StickyCookie),
+}
+
+/// What a consistent hash is computed from (nginx variable syntax in annotations).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HashKey {
+    /// `$remote_addr`: the client's IP address.
+    RemoteAddr,
+    /// `$request_uri`: path and query as the client sent them.
+    RequestUri,
+    /// `$http_<name>`: a request header (name lowercase, `_` read as `-`).
+    Header(String),
+    /// `$cookie_<name>`: a request cookie (name case-sensitive).
+    Cookie(String),
+}
+
+impl fmt::Display for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HashKey::RemoteAddr => f.write_str("$remote_addr"),
+            HashKey::RequestUri => f.write_str("$request_uri"),
+            HashKey::Header(h) => write!(f, "$http_{}", h.replace('-', "_")),
+            HashKey::Cookie(c) => write!(f, "$cookie_{c}"),
+        }
+    }
+}
+
+/// The affinity cookie of a sticky backend.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StickyCookie {
+    pub name: String,
+    /// `Max-Age` in seconds; `None`: a session cookie.
+    pub max_age: Option<u64>,
+    pub path: String,
+    pub same_site: Option<SameSite>,
+    pub secure: bool,
+    pub mode: AffinityMode,
+}
+
+impl Default for StickyCookie {
+    fn default() -> Self {
+        Self {
+            name: "INGRESSCOOKIE".to_owned(),
+            max_age: None,
+            path: "/".to_owned(),
+            same_site: None,
+            secure: false,
+            mode: AffinityMode::Balanced,
+        }
+    }
+}
+
+/// What a sticky session does when the endpoint set changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AffinityMode {
+    /// The cookie holds a session token mapped to an endpoint by consistent hash: a session
+    /// whose endpoint is gone moves to another one, and scaling up moves a share of sessions to
+    /// the new endpoints.
+    Balanced,
+    /// The cookie names one endpoint (by a keyed hash): the session stays there as long as it
+    /// exists, and is re-picked (with a new cookie) only when it is gone.
+    Persistent,
+}
+
+/// The cookie's `SameSite` attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SameSite {
+    None,
+    Lax,
+    Strict,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::None => "None",
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+        }
+    }
+}
+
+/// Equal when they serve the same endpoints the same way for the same reason; the balancer is
+/// selection state built from those, and is ignored.
 impl PartialEq for Backend {
     fn eq(&self, other: &Self) -> bool {
         self.service == other.service
             && self.endpoints == other.endpoints
             && self.unavailable == other.unavailable
+            && self.strategy == other.strategy
     }
 }
 

@@ -31,7 +31,7 @@ use crate::{
     },
     publish::Publisher,
     source::file::FileSource,
-    translate::translate,
+    translate::{translate_with, Options},
 };
 
 /// How often the control loop checks workers, the policy file and the takeover epoch.
@@ -56,7 +56,14 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let mut watch = source.watch()?;
     let metrics = Arc::new(Metrics::new());
     let (mut publisher, snapshots) = Publisher::new();
-    reload(&mut source, &mut publisher, &metrics);
+    let options = Options {
+        default_backend: args.default_backend.clone(),
+        load_balance: args.load_balance.strategy(),
+        session_key: args
+            .session_cookie_key
+            .unwrap_or_else(crate::proxy::balance::SessionKey::random),
+    };
+    reload(&mut source, &options, &mut publisher, &metrics);
     let mut policy = PolicyFile::open(args.policy.as_deref())?;
     let https = https_port(&args, &snapshots)?;
 
@@ -111,7 +118,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 if change.is_none() {
                     break Err(anyhow::anyhow!("the manifests folder watcher stopped; restart xdp-ingress"));
                 }
-                reload(&mut source, &mut publisher, &metrics);
+                reload(&mut source, &options, &mut publisher, &metrics);
             }
             _ = tick.tick() => {
                 let policy_changed = policy.poll();
@@ -368,10 +375,15 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 
 /// Reads the folder, rebuilds the snapshot and publishes it. Problems are logged with the file,
 /// object and field; they never stop the daemon or the serving of other objects.
-fn reload(source: &mut FileSource, publisher: &mut Publisher, metrics: &Metrics) {
+fn reload(
+    source: &mut FileSource,
+    options: &Options,
+    publisher: &mut Publisher,
+    metrics: &Metrics,
+) {
     let started = std::time::Instant::now();
     let report = source.load();
-    let (snapshot, diagnostics) = translate(&report.inputs);
+    let (snapshot, diagnostics) = translate_with(&report.inputs, options);
     for d in &diagnostics {
         tracing::warn!("{d}");
     }
@@ -381,6 +393,12 @@ fn reload(source: &mut FileSource, publisher: &mut Publisher, metrics: &Metrics)
         .values()
         .map(|h| h.paths.len())
         .sum::<usize>()
+        + snapshot
+            .routes
+            .wildcards
+            .values()
+            .map(|h| h.paths.len())
+            .sum::<usize>()
         + snapshot.routes.any_host.paths.len();
     let backends = snapshot.backends.len();
     let generation = publisher.publish(snapshot);

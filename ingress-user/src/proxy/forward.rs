@@ -1,5 +1,7 @@
 //! The request handler of a worker: route with `router::find` over one snapshot, pick an endpoint
-//! from the backend's selection state, forward with the worker's pooled hyper client, answer.
+//! from the backend's selection state (`balance`, reading the request as the client sent it),
+//! forward with the worker's pooled hyper client, report the upstream outcome back to the pick
+//! (latency, failure), add its `Set-Cookie` for a new sticky session, answer.
 //! A plain-HTTP request for a TLS host that redirects is answered with 308 to HTTPS first.
 //!
 //! Errors become short plain-text responses (404 no route, 503 no ready endpoint, 502 upstream
@@ -21,6 +23,7 @@ use hyper_util::{
 };
 
 use super::{
+    balance::{Pick, RequestInfo},
     headers::{self, ClientSide},
     router, tls,
 };
@@ -109,6 +112,25 @@ impl Forwarder {
         let host = request_host(&req).unwrap_or_default().to_owned();
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
+        let redirect = match (down.tls, self.https_port) {
+            (false, Some(port)) => tls::redirect_location(&snapshot.tls, &host, req.uri(), port),
+            _ => None,
+        };
+        // Route and pick before the forwarding headers change the request: hash keys and sticky
+        // cookies read what the client sent.
+        let routed = match redirect {
+            Some(_) => None,
+            None => router::find(&snapshot, &host, &path),
+        };
+        let chosen = routed.map(|route| {
+            let backend = snapshot.backend(route.backend);
+            let info = RequestInfo {
+                client: down.peer.ip(),
+                uri: req.uri().path_and_query().map_or("/", |pq| pq.as_str()),
+                headers: req.headers(),
+            };
+            (backend, backend.pick(&info))
+        });
         let request_id = headers::set_forwarded(
             req.headers_mut(),
             ClientSide {
@@ -120,35 +142,27 @@ impl Forwarder {
             || self.ids.next(),
         );
 
-        let redirect = match (down.tls, self.https_port) {
-            (false, Some(port)) => tls::redirect_location(&snapshot.tls, &host, req.uri(), port),
-            _ => None,
-        };
-        let outcome = match (redirect, router::find(&snapshot, &host, &path)) {
+        let outcome = match (redirect, chosen) {
             (Some(location), _) => Outcome::redirect(location),
             (None, None) => Outcome::local(
                 StatusCode::NOT_FOUND,
                 "no_route",
                 "no Ingress rule matches this host and path".into(),
             ),
-            (None, Some(route)) => {
-                let backend = snapshot.backend(route.backend);
-                match backend.pick() {
-                    None => {
-                        let why = backend.unavailable.clone().unwrap_or_else(|| {
-                            format!("{} has no ready endpoints", backend.service)
-                        });
-                        Outcome::local(StatusCode::SERVICE_UNAVAILABLE, "no_endpoints", why)
-                            .with_backend(backend.service.to_string())
-                    }
-                    Some(endpoint) => {
-                        let service = backend.service.to_string();
-                        self.forward(req, endpoint, &host)
-                            .await
-                            .with_backend(service)
-                            .with_endpoint(endpoint)
-                    }
-                }
+            (None, Some((backend, None))) => {
+                let why = backend
+                    .unavailable
+                    .clone()
+                    .unwrap_or_else(|| format!("{} has no ready endpoints", backend.service));
+                Outcome::local(StatusCode::SERVICE_UNAVAILABLE, "no_endpoints", why)
+                    .with_backend(backend.service.to_string())
+            }
+            (None, Some((backend, Some(pick)))) => {
+                let endpoint = pick.endpoint;
+                self.forward(req, pick, &host)
+                    .await
+                    .with_backend(backend.service.to_string())
+                    .with_endpoint(endpoint)
             }
         };
 
@@ -184,12 +198,8 @@ impl Forwarder {
         Ok(outcome.response)
     }
 
-    async fn forward(
-        &self,
-        mut req: Request<Incoming>,
-        endpoint: SocketAddr,
-        host: &str,
-    ) -> Outcome {
+    async fn forward(&self, mut req: Request<Incoming>, mut pick: Pick<'_>, host: &str) -> Outcome {
+        let endpoint = pick.endpoint;
         let path_and_query = req
             .uri()
             .path_and_query()
@@ -217,7 +227,11 @@ impl Forwarder {
         *req.version_mut() = Version::HTTP_11;
         headers::strip_hop_by_hop(req.headers_mut());
 
-        match tokio::time::timeout(self.timeouts.response, self.client.request(req)).await {
+        let sent = Instant::now();
+        let result = tokio::time::timeout(self.timeouts.response, self.client.request(req)).await;
+        let set_cookie = pick.set_cookie.take();
+        pick.done(sent.elapsed(), matches!(result, Ok(Ok(_))));
+        match result {
             Err(_) => Outcome::local(
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout",
@@ -244,6 +258,9 @@ impl Forwarder {
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
+                if let Some(cookie) = set_cookie {
+                    parts.headers.append(header::SET_COOKIE, cookie);
+                }
                 Outcome {
                     response: Response::from_parts(parts, Either::Left(body)),
                     backend: None,

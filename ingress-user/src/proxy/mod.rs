@@ -4,9 +4,10 @@
 //!
 //! Request flow inside a worker: `worker` accepts (on the HTTPS port, `tls::handshake` first) →
 //! `forward::Forwarder::handle` (plain HTTP for a TLS host: 308 to HTTPS) → `router::find` over
-//! the current snapshot → backend pick → upstream via the worker's pooled client; `headers`
+//! the current snapshot → backend pick (`balance`) → upstream via the worker's pooled client; `headers`
 //! rewrites the forwarding headers. `listener` owns port numbering and binding; `tls` the rustls
 //! configuration and certificate selection.
+pub mod balance;
 pub mod forward;
 pub mod headers;
 pub mod listener;

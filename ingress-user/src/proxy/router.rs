@@ -1,12 +1,27 @@
-//! Request → route: the pure lookup every worker runs once per request against its snapshot.
+//! Request → route: the pure lookup every worker runs once per request against its snapshot, and
+//! the per-host path index (`PathIndex`) that `HostRoutes::new` builds at snapshot build.
 //!
 //! `find` takes the raw Host header (or `:authority`) and the request path (no query), and
 //! returns the `PathRoute` to serve, or `None` (answered as 404 by the caller). It never
-//! allocates: the host is normalized (port and one trailing dot dropped) as a borrowed slice, and
-//! lowercased into a stack buffer only when it has uppercase letters. Precedence: routes of the
-//! exact host first; if that host has none matching (or is unknown), the routes without host.
-//! Within a host the first matching route in `HostRoutes` order wins, which `translate` sorts
-//! longest path first, `Exact` before `Prefix`.
+//! allocates: the host is normalized (port and one trailing dot dropped) as a borrowed slice and
+//! lowercased into a stack buffer only when it has uppercase letters; every map is keyed by
+//! `str`. Its cost depends on the request (one hash lookup per path element), not on how many
+//! Ingresses, hosts or paths the snapshot holds; only `ImplementationSpecific` (regex) paths of
+//! the one host being looked at are tried in turn.
+//!
+//! Precedence, as the Ingress v1 specification defines it:
+//! 1. host: the exact host if it has rules; else the wildcard `*.<rest>` where the first label of
+//!    the host is dropped (one label exactly: `*.example.com` matches `a.example.com`, not
+//!    `a.b.example.com` nor `example.com`); the rules of the chosen host are tried first;
+//! 2. then the rules without host (they match every host);
+//! 3. within one host the longest matching path string wins; on equal length `Exact` beats
+//!    `Prefix`, which beats `ImplementationSpecific`. `Prefix` matches element-wise (`/foo`
+//!    matches `/foo`, `/foo/` and `/foo/bar`, not `/foobar`), case-sensitive;
+//!    `ImplementationSpecific` is a regular expression anchored at the start of the path;
+//! 4. nothing matched: the default backend (oldest Ingress `spec.defaultBackend`, else the
+//!    daemon's `--default-backend`), else `None`.
+use std::collections::HashMap;
+
 use crate::model::{HostRoutes, PathKind, PathRoute, Snapshot};
 
 /// Longest DNS name; longer Host headers cannot name a route.
@@ -17,7 +32,7 @@ pub fn find<'a>(snapshot: &'a Snapshot, host: &str, path: &str) -> Option<&'a Pa
     let routes = &snapshot.routes;
     let host = normalize_host(host);
     let mut buf = [0u8; MAX_HOST];
-    let by_host = match host {
+    let host = match host {
         "" => None,
         h if h.len() > MAX_HOST => None,
         h if h.bytes().any(|b| b.is_ascii_uppercase()) => {
@@ -25,15 +40,25 @@ pub fn find<'a>(snapshot: &'a Snapshot, host: &str, path: &str) -> Option<&'a Pa
             lower.copy_from_slice(h.as_bytes());
             lower.make_ascii_lowercase();
             // ASCII lowercasing keeps UTF-8 valid.
-            std::str::from_utf8(lower)
-                .ok()
-                .and_then(|h| routes.hosts.get(h))
+            std::str::from_utf8(lower).ok()
         }
-        h => routes.hosts.get(h),
+        h => Some(h),
     };
+    let by_host = host.and_then(|h| {
+        routes.hosts.get(h).or_else(|| {
+            if routes.wildcards.is_empty() {
+                return None;
+            }
+            match h.split_once('.') {
+                Some((label, rest)) if !label.is_empty() => routes.wildcards.get(rest),
+                _ => None,
+            }
+        })
+    });
     by_host
         .and_then(|r| match_path(r, path))
         .or_else(|| match_path(&routes.any_host, path))
+        .or(routes.default_backend.as_ref())
 }
 
 /// Drops the port (`host:80`, `[::1]:80`) and one trailing dot.
@@ -55,163 +80,80 @@ fn normalize_host(host: &str) -> &str {
     host.strip_suffix('.').unwrap_or(host)
 }
 
+/// Where each path of one `HostRoutes` is, by kind: `Exact` and `Prefix` paths in hash maps
+/// keyed by their (normalized) path, regex paths as positions in the host's sorted list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathIndex {
+    exact: HashMap<Box<str>, u32>,
+    prefix: HashMap<Box<str>, u32>,
+    /// Longest pattern first (the order of `HostRoutes::paths`).
+    regex: Vec<u32>,
+}
+
+impl PathIndex {
+    /// Indexes `paths` (sorted as `HostRoutes::new` sorts them; the first of equal keys wins).
+    pub fn build(paths: &[PathRoute]) -> Self {
+        let mut index = Self::default();
+        for (i, route) in paths.iter().enumerate() {
+            let i = u32::try_from(i).expect("fewer than 4 billion paths per host");
+            match route.kind {
+                PathKind::Exact => {
+                    index.exact.entry(route.path.as_str().into()).or_insert(i);
+                }
+                PathKind::Prefix => {
+                    index.prefix.entry(route.path.as_str().into()).or_insert(i);
+                }
+                PathKind::ImplementationSpecific if route.regex.is_some() => index.regex.push(i),
+                PathKind::ImplementationSpecific => {}
+            }
+        }
+        index
+    }
+}
+
+/// The best route of one host for `path`: longest path string, `Exact` > `Prefix` > regex.
 fn match_path<'a>(routes: &'a HostRoutes, path: &str) -> Option<&'a PathRoute> {
-    routes.paths.iter().find(|r| matches(r, path))
+    let index = &routes.index;
+    // An exact hit is as long as the request path, so no prefix can beat it (ties go to Exact).
+    let best = index
+        .exact
+        .get(path)
+        .or_else(|| longest_prefix(&index.prefix, path))
+        .map(|&i| &routes.paths[i as usize]);
+    let best_len = best.map_or(0, |r| r.path.len());
+    for &i in &index.regex {
+        let route = &routes.paths[i as usize];
+        if route.path.len() <= best_len {
+            break; // sorted longest first; on equal length the regex loses
+        }
+        if route.regex.as_ref().is_some_and(|re| re.0.is_match(path)) {
+            return Some(route);
+        }
+    }
+    best
 }
 
-fn matches(route: &PathRoute, path: &str) -> bool {
-    match route.kind {
-        PathKind::Exact => route.path == path,
-        PathKind::Prefix => prefix_matches(&route.path, path),
+/// Element-wise: tries `path` (trailing slashes dropped) and each of its parents down to `/`,
+/// longest first. `/foo/bar/` tries `/foo/bar`, `/foo`, `/`.
+fn longest_prefix<'a>(prefixes: &'a HashMap<Box<str>, u32>, path: &str) -> Option<&'a u32> {
+    if prefixes.is_empty() {
+        return None;
     }
-}
-
-/// Element-wise prefix: `/foo` matches `/foo`, `/foo/` and `/foo/bar`, not `/foobar`; `/`
-/// matches everything. `prefix` is normalized (no trailing slash except for `/`).
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if prefix == "/" {
-        return true;
-    }
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
+    let mut candidate = path;
+    loop {
+        let key = candidate.trim_end_matches('/');
+        if key.is_empty() {
+            return prefixes.get("/");
+        }
+        if let Some(hit) = prefixes.get(key) {
+            return Some(hit);
+        }
+        match key.rfind('/') {
+            Some(cut) => candidate = &key[..cut],
+            None => return prefixes.get("/"),
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{
-        Backend, BackendIdx, HostRoutes, ObjectRef, RouteTable, ServiceBackendRef, ServicePortRef,
-    };
-
-    /// A snapshot from `(host, kind, path)` triples ("" = any host), sorted as `translate` does;
-    /// each route's backend index is its position in `spec`, so results are easy to name.
-    fn snapshot(spec: &[(&str, PathKind, &str)]) -> Snapshot {
-        let mut routes = RouteTable::default();
-        let mut backends = Vec::new();
-        for (i, (host, kind, path)) in spec.iter().enumerate() {
-            let service = ServiceBackendRef {
-                namespace: "default".into(),
-                service: format!("s{i}"),
-                port: ServicePortRef::Number(80),
-            };
-            backends.push(Backend::new(service, Vec::new(), None));
-            let route = PathRoute {
-                path: (*path).into(),
-                kind: *kind,
-                backend: BackendIdx(i),
-                ingress: ObjectRef::new("Ingress", "default", "i"),
-            };
-            match *host {
-                "" => routes.any_host.paths.push(route),
-                h => routes.hosts.entry(h.into()).or_default().paths.push(route),
-            }
-        }
-        let sort = |h: &mut HostRoutes| {
-            h.paths
-                .sort_by_key(|r| (std::cmp::Reverse(r.path.len()), r.kind, r.path.clone()))
-        };
-        sort(&mut routes.any_host);
-        routes.hosts.values_mut().for_each(sort);
-        Snapshot {
-            generation: 1,
-            routes,
-            backends,
-            ..Snapshot::default()
-        }
-    }
-
-    use PathKind::{Exact, Prefix};
-
-    #[test]
-    fn precedence_table() {
-        let snap = snapshot(&[
-            ("a.example", Prefix, "/"),        // 0
-            ("a.example", Prefix, "/foo"),     // 1
-            ("a.example", Exact, "/foo"),      // 2
-            ("a.example", Prefix, "/foo/bar"), // 3
-            ("a.example", Exact, "/exact"),    // 4
-            ("b.example", Prefix, "/only"),    // 5
-            ("", Prefix, "/"),                 // 6
-            ("", Prefix, "/api"),              // 7
-            ("", Exact, "/exact/"),            // 8
-        ]);
-        let table: &[(&str, &str, Option<usize>)] = &[
-            // Exact host, longest path, Exact before Prefix on equal paths.
-            ("a.example", "/foo", Some(2)),
-            ("a.example", "/foo/", Some(1)),
-            ("a.example", "/foo/baz", Some(1)),
-            ("a.example", "/foo/bar", Some(3)),
-            ("a.example", "/foo/bar/x", Some(3)),
-            ("a.example", "/foo/barx", Some(1)),
-            ("a.example", "/foobar", Some(0)),
-            ("a.example", "/exact", Some(4)),
-            ("a.example", "/exact/", Some(0)),
-            ("a.example", "/", Some(0)),
-            ("a.example", "", Some(0)),
-            // Host normalization: case, port, trailing dot.
-            ("A.Example", "/foo/bar", Some(3)),
-            ("a.example:8080", "/foo", Some(2)),
-            ("A.EXAMPLE.:443", "/foo/x", Some(1)),
-            ("a.example..", "/foo", Some(6)),
-            // A host rule without a matching path falls back to the rules without host.
-            ("b.example", "/only/x", Some(5)),
-            ("b.example", "/api/v1", Some(7)),
-            ("b.example", "/other", Some(6)),
-            ("b.example", "/exact/", Some(8)),
-            // Unknown hosts, IP literals and no host at all use the rules without host.
-            ("c.example", "/api", Some(7)),
-            ("c.example", "/apis", Some(6)),
-            ("[::1]:80", "/api/x", Some(7)),
-            ("[a.example]:80", "/foo", Some(6)),
-            ("::1", "/api", Some(7)),
-            ("10.0.0.1:80", "/api", Some(7)),
-            ("", "/api", Some(7)),
-        ];
-        for (host, path, want) in table {
-            let got = find(&snap, host, path).map(|r| r.backend.0);
-            assert_eq!(got, *want, "host {host:?} path {path:?}");
-        }
-    }
-
-    #[test]
-    fn no_catch_all_means_no_route() {
-        let snap = snapshot(&[("a.example", Prefix, "/foo"), ("", Exact, "/x")]);
-        assert_eq!(find(&snap, "a.example", "/bar"), None);
-        assert_eq!(find(&snap, "b.example", "/x/"), None);
-        assert_eq!(find(&snap, "b.example", "/x").map(|r| r.backend.0), Some(1));
-        assert_eq!(find(&Snapshot::default(), "a.example", "/"), None);
-    }
-
-    #[test]
-    fn very_long_or_odd_hosts_do_not_panic() {
-        let snap = snapshot(&[("", Prefix, "/")]);
-        let long = "A".repeat(1000);
-        assert_eq!(find(&snap, &long, "/").map(|r| r.backend.0), Some(0));
-        let exact = format!("{}.", "B".repeat(MAX_HOST));
-        assert_eq!(find(&snap, &exact, "/").map(|r| r.backend.0), Some(0));
-        assert_eq!(
-            find(&snap, "Ünï.Example", "/").map(|r| r.backend.0),
-            Some(0)
-        );
-        assert_eq!(find(&snap, "[", "/").map(|r| r.backend.0), Some(0));
-        assert_eq!(find(&snap, ":", "/").map(|r| r.backend.0), Some(0));
-    }
-
-    #[test]
-    fn prefix_is_element_wise() {
-        for (prefix, path, want) in [
-            ("/foo", "/foo", true),
-            ("/foo", "/foo/", true),
-            ("/foo", "/foo/bar", true),
-            ("/foo", "/foobar", false),
-            ("/foo", "/fo", false),
-            ("/foo/bar", "/foo", false),
-            ("/", "/anything", true),
-            ("/", "", true),
-        ] {
-            assert_eq!(prefix_matches(prefix, path), want, "{prefix} vs {path}");
-        }
-    }
-}
+mod tests;

@@ -17,7 +17,10 @@ use k8s_openapi::api::{
 };
 
 use super::{Diagnostic, DEFAULT_NAMESPACE};
-use crate::model::{Backend, ObjectRef, ServiceBackendRef, ServicePortRef};
+use crate::{
+    model::{Backend, ObjectRef, ServiceBackendRef, ServicePortRef, Strategy},
+    proxy::balance::SessionKey,
+};
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -75,23 +78,25 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// The backend for `r` selecting with `strategy` (`key` signs sticky cookies).
     pub fn resolve(
         &self,
         r: &ServiceBackendRef,
+        strategy: Strategy,
+        key: &SessionKey,
         diags: &mut Vec<Diagnostic>,
     ) -> (Backend, Option<Problem>) {
-        match self.endpoints(r, diags) {
+        let (endpoints, unavailable, problem) = match self.endpoints(r, diags) {
             Ok(endpoints) => {
                 let unavailable = endpoints
                     .is_empty()
                     .then(|| format!("no ready endpoints for {r}"));
-                (Backend::new(r.clone(), endpoints, unavailable), None)
+                (endpoints, unavailable, None)
             }
-            Err(problem) => (
-                Backend::new(r.clone(), Vec::new(), Some(problem.reason.clone())),
-                Some(problem),
-            ),
-        }
+            Err(problem) => (Vec::new(), Some(problem.reason.clone()), Some(problem)),
+        };
+        let backend = Backend::with_strategy(r.clone(), endpoints, unavailable, strategy, key);
+        (backend, problem)
     }
 
     fn endpoints(
@@ -142,7 +147,10 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// The ready endpoints of one slice for one Service port.
+/// The endpoints of one slice for one Service port that may take new requests: `ready` (when
+/// the slice does not say, `serving`; when neither says, ready, as the EndpointSlice API asks
+/// consumers to assume) and not `terminating`. A terminating endpoint that is still `serving`
+/// finishes what it has but gets nothing new.
 fn slice_endpoints(
     slice: &EndpointSlice,
     port: &ServicePort,
@@ -183,7 +191,7 @@ fn slice_endpoints(
     };
     for (e, endpoint) in slice.endpoints.iter().flatten().enumerate() {
         let conditions = endpoint.conditions.as_ref();
-        let ready = conditions.and_then(|c| c.ready) != Some(false);
+        let ready = conditions.and_then(|c| c.ready.or(c.serving)) != Some(false);
         let terminating = conditions.and_then(|c| c.terminating) == Some(true);
         if !ready || terminating {
             continue;

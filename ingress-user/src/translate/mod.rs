@@ -1,24 +1,34 @@
 //! `Inputs` → `Snapshot` plus diagnostics. Pure: no I/O, no logging, no clock; equal inputs in
 //! any order give equal snapshots and equal diagnostics.
 //!
-//! Flow: `routes::collect` turns every Ingress rule (and default backend) into route drafts and
-//! settles conflicts; the distinct `ServiceBackendRef`s of the winners, in sorted order, become
-//! `Snapshot::backends` through `backends::Resolver` (so two routes naming the same Service port
-//! share one `Backend` and its round-robin cursor); finally the drafts become each host's
-//! `HostRoutes`, sorted for `proxy::router::find`. `tls::collect` builds the TLS hosts and their
-//! certificates from `spec.tls` and the Secrets. Anything invalid is left out with a
-//! `Diagnostic` naming the object and field; the rest is built as if it were absent.
+//! Flow: `routes::collect` turns every Ingress rule into route drafts (hosts checked, wildcard
+//! included; paths checked, regexes compiled; the strategy from the Ingress's annotations, see
+//! `annotations`) and settles conflicts, and picks the oldest `spec.defaultBackend`; the distinct
+//! (`ServiceBackendRef`, `Strategy`) pairs of the winners, in sorted order, become
+//! `Snapshot::backends` through `backends::Resolver` (so routes naming the same Service port the
+//! same way share one `Backend` and its selection state); the daemon's `--default-backend`
+//! (`Options`) is resolved the same way when no Ingress sets one; finally the drafts become each
+//! host's `HostRoutes` (sorted and indexed for `proxy::router::find`). `tls::collect` builds the TLS
+//! hosts and their certificates from `spec.tls` and the Secrets. Anything invalid is left
+//! out with a `Diagnostic` naming the object and field; the rest is built as if it were absent.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
 };
 
 use crate::{
-    model::{BackendIdx, HostRoutes, ObjectRef, PathRoute, RouteTable, Snapshot},
+    model::{
+        BackendIdx, HostRoutes, ObjectRef, PathKind, PathRoute, RouteTable, ServiceBackendRef,
+        Snapshot, Strategy,
+    },
+    proxy::balance::SessionKey,
     source::Inputs,
 };
 
+pub mod annotations;
 mod backends;
+#[cfg(test)]
+mod options_tests;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -58,41 +68,116 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// Builds the snapshot (generation 0: `publish` numbers it) and the sorted diagnostics.
+/// Daemon-wide settings that shape the snapshot.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `--default-backend`: served when no rule and no Ingress default backend matches.
+    pub default_backend: Option<ServiceBackendRef>,
+    /// `--load-balance`: the strategy of backends whose Ingress does not choose (`RoundRobin` or
+    /// `Ewma`).
+    pub load_balance: Strategy,
+    /// Keys persistent sticky-session cookies.
+    pub session_key: SessionKey,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            default_backend: None,
+            load_balance: Strategy::RoundRobin,
+            session_key: SessionKey::default(),
+        }
+    }
+}
+
+/// The object diagnostics about `--default-backend` name: the Service it points at.
+fn flag_object(r: &ServiceBackendRef) -> ObjectRef {
+    ObjectRef::new("Service", r.namespace.clone(), r.service.clone())
+}
+
+/// `translate_with` and the default `Options`.
 pub fn translate(inputs: &Inputs) -> (Snapshot, Vec<Diagnostic>) {
+    translate_with(inputs, &Options::default())
+}
+
+/// Builds the snapshot (generation 0: `publish` numbers it) and the sorted diagnostics.
+pub fn translate_with(inputs: &Inputs, options: &Options) -> (Snapshot, Vec<Diagnostic>) {
     let mut diags = Vec::new();
-    let drafts = routes::collect(&inputs.ingresses, &mut diags);
+    let collected = routes::collect(&inputs.ingresses, &options.load_balance, &mut diags);
+    // The daemon's default backend stands in when no Ingress sets one.
+    let flag_default = match (&collected.default_backend, &options.default_backend) {
+        (None, Some(service)) => Some(routes::Draft {
+            host: None,
+            path: "/".to_owned(),
+            kind: PathKind::Prefix,
+            regex: None,
+            service: service.clone(),
+            strategy: options.load_balance.clone(),
+            ingress: flag_object(service),
+            backend_field: "--default-backend".to_owned(),
+        }),
+        _ => None,
+    };
+    let default_draft = collected.default_backend.as_ref().or(flag_default.as_ref());
 
     let resolver = backends::Resolver::new(&inputs.services, &inputs.endpoint_slices);
-    let wanted: BTreeSet<_> = drafts.iter().map(|d| &d.service).collect();
+    let wanted: BTreeSet<_> = collected
+        .routes
+        .iter()
+        .chain(default_draft)
+        .map(|d| (&d.service, &d.strategy))
+        .collect();
     let mut backends = Vec::with_capacity(wanted.len());
     let mut index = BTreeMap::new();
-    for service in wanted {
-        let (backend, problem) = resolver.resolve(service, &mut diags);
-        index.insert(service, (BackendIdx(backends.len()), problem));
+    for (service, strategy) in wanted {
+        let (backend, problem) =
+            resolver.resolve(service, strategy.clone(), &options.session_key, &mut diags);
+        index.insert((service, strategy), (BackendIdx(backends.len()), problem));
         backends.push(backend);
     }
-
-    let mut routes = RouteTable::default();
-    for d in &drafts {
-        let (idx, problem) = &index[&d.service];
+    let mut route = |d: &routes::Draft| {
+        let (idx, problem) = &index[&(&d.service, &d.strategy)];
         if let Some(p) = problem {
-            let field = format!("{}.service.{}", d.backend_field, p.field);
+            let field = match d.backend_field.as_str() {
+                "--default-backend" => format!("--default-backend ({})", p.field),
+                f => format!("{f}.service.{}", p.field),
+            };
             diags.push(Diagnostic::new(&d.ingress, field, p.reason.clone()));
         }
-        let host_routes = match &d.host {
-            Some(h) => routes.hosts.entry(h.clone()).or_default(),
-            None => &mut routes.any_host,
-        };
-        host_routes.paths.push(PathRoute {
+        PathRoute {
             path: d.path.clone(),
             kind: d.kind,
             backend: *idx,
             ingress: d.ingress.clone(),
-        });
+            regex: d.regex.clone(),
+        }
+    };
+
+    let mut hosts: HashMap<String, Vec<PathRoute>> = HashMap::new();
+    let mut wildcards: HashMap<String, Vec<PathRoute>> = HashMap::new();
+    let mut any_host = Vec::new();
+    for d in &collected.routes {
+        let path = route(d);
+        match d.host.as_deref() {
+            None => any_host.push(path),
+            Some(h) => match h.strip_prefix("*.") {
+                Some(rest) => wildcards.entry(rest.to_owned()).or_default().push(path),
+                None => hosts.entry(h.to_owned()).or_default().push(path),
+            },
+        }
     }
-    sort_routes(&mut routes.any_host);
-    routes.hosts.values_mut().for_each(sort_routes);
+    let default_backend = default_draft.map(&mut route);
+    let compile = |m: HashMap<String, Vec<PathRoute>>| {
+        m.into_iter()
+            .map(|(h, paths)| (h, HostRoutes::new(paths)))
+            .collect()
+    };
+    let routes = RouteTable {
+        hosts: compile(hosts),
+        wildcards: compile(wildcards),
+        any_host: HostRoutes::new(any_host),
+        default_backend,
+    };
     let tls = tls::collect(&inputs.ingresses, &inputs.secrets, &mut diags);
 
     diags.sort();
@@ -104,11 +189,4 @@ pub fn translate(inputs: &Inputs) -> (Snapshot, Vec<Diagnostic>) {
         tls,
     };
     (snapshot, diags)
-}
-
-/// Longest path first, `Exact` before `Prefix` on equal length (what `router::find` relies on);
-/// then by path, so the order is total.
-fn sort_routes(host: &mut HostRoutes) {
-    host.paths
-        .sort_by(|a, b| (b.path.len(), a.kind, &a.path).cmp(&(a.path.len(), b.kind, &b.path)));
 }

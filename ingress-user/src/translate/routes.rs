@@ -1,48 +1,83 @@
-//! Ingress rules → route drafts: which (host, path, path type) goes to which Service port, and
-//! which Ingress wins when two claim the same one.
+//! Ingress rules → route drafts: which (host, path, path type) goes to which Service port with
+//! which balancing strategy, and which Ingress wins when two claim the same one.
 //!
 //! Ingresses are visited oldest first (`metadata.creationTimestamp`, then namespace/name; objects
-//! without a timestamp count as newest), each one's rules in order and then its
-//! `spec.defaultBackend`. The first claim on a (host, path, type) key wins; every later claim is a
-//! diagnostic on the loser. Invalid rules, paths and backends are diagnostics too, and skipped.
-//! `translate` then resolves the winners' backends (see `backends`) and builds the route table.
+//! without a timestamp count as newest), each one's rules in order. The first claim on a (host,
+//! path, type) key wins; every later claim is a diagnostic on the loser. Likewise the oldest
+//! `spec.defaultBackend` is the default backend, and later ones are diagnostics. Invalid rules,
+//! paths (an `ImplementationSpecific` path is a regular expression, compiled here) and backends
+//! are diagnostics too, and skipped. Each Ingress's annotations give the strategy of the backends
+//! it names (`annotations`). `translate` then resolves the winners' backends (see `backends`) and
+//! builds the route table.
 use std::collections::{btree_map::Entry, BTreeMap};
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
-use super::{Diagnostic, DEFAULT_NAMESPACE};
-use crate::model::{ObjectRef, PathKind, ServiceBackendRef, ServicePortRef};
+use super::{annotations, Diagnostic, DEFAULT_NAMESPACE};
+use crate::model::{ObjectRef, PathKind, PathRegex, ServiceBackendRef, ServicePortRef, Strategy};
 
 /// One winning route, before its backend is resolved.
 #[derive(Clone, Debug)]
 pub(super) struct Draft {
-    /// Lowercase host; `None` for rules without host (and default backends).
+    /// Lowercase host (`*.example.com` for a wildcard); `None` for rules without host.
     pub host: Option<String>,
     pub path: String,
     pub kind: PathKind,
+    pub regex: Option<PathRegex>,
     pub service: ServiceBackendRef,
+    pub strategy: Strategy,
     pub ingress: ObjectRef,
     /// Where the backend is written, e.g. `spec.rules[0].http.paths[1].backend`.
     pub backend_field: String,
 }
 
+/// The winners: routes in key order, and the default backend.
+#[derive(Debug, Default)]
+pub(super) struct Collected {
+    pub routes: Vec<Draft>,
+    pub default_backend: Option<Draft>,
+}
+
 type Key = (Option<String>, String, PathKind);
 
-/// Every route the Ingresses ask for, conflicts resolved, in key order.
-pub(super) fn collect(ingresses: &[Ingress], diags: &mut Vec<Diagnostic>) -> Vec<Draft> {
+/// Every route the Ingresses ask for, conflicts resolved; `default_strategy` is the global one.
+pub(super) fn collect(
+    ingresses: &[Ingress],
+    default_strategy: &Strategy,
+    diags: &mut Vec<Diagnostic>,
+) -> Collected {
     let mut ordered: Vec<&Ingress> = ingresses.iter().collect();
     ordered.sort_by_key(|i| {
         let ts = i.metadata.creation_timestamp.as_ref();
         (ts.is_none(), ts, namespace(i), i.metadata.name.as_deref())
     });
     let mut winners: BTreeMap<Key, (Draft, String)> = BTreeMap::new();
+    let mut default_backend: Option<Draft> = None;
     for ingress in ordered {
         let me = ObjectRef::new(
             "Ingress",
             namespace(ingress),
             ingress.metadata.name.as_deref().unwrap_or(""),
         );
-        for (field, draft) in drafts(ingress, &me, diags) {
+        let strategy = annotations::strategy(
+            ingress.metadata.annotations.as_ref(),
+            &me,
+            default_strategy,
+            diags,
+        );
+        if let Some(draft) = default_draft(ingress, &me, &strategy, diags) {
+            match &default_backend {
+                None => default_backend = Some(draft),
+                Some(winner) => {
+                    let reason = format!(
+                        "the default backend is already set by {} (older, or same age and first by name); ignored",
+                        winner.ingress
+                    );
+                    diags.push(Diagnostic::new(&me, "spec.defaultBackend", reason));
+                }
+            }
+        }
+        for (field, draft) in drafts(ingress, &me, &strategy, diags) {
             let key = (draft.host.clone(), draft.path.clone(), draft.kind);
             match winners.entry(key) {
                 Entry::Vacant(v) => {
@@ -59,16 +94,23 @@ pub(super) fn collect(ingresses: &[Ingress], diags: &mut Vec<Diagnostic>) -> Vec
                         Some(h) => format!("host {h}"),
                         None => "any host".to_owned(),
                     };
+                    let kind = match draft.kind {
+                        PathKind::ImplementationSpecific => "ImplementationSpecific".to_owned(),
+                        k => format!("{k:?}"),
+                    };
                     let reason = format!(
-                        "{place}, path {} ({:?}) is already routed by {by}; ignored",
-                        draft.path, draft.kind
+                        "{place}, path {} ({kind}) is already routed by {by}; ignored",
+                        draft.path
                     );
                     diags.push(Diagnostic::new(&me, field, reason));
                 }
             }
         }
     }
-    winners.into_values().map(|(d, _)| d).collect()
+    Collected {
+        routes: winners.into_values().map(|(d, _)| d).collect(),
+        default_backend,
+    }
 }
 
 fn namespace(i: &Ingress) -> &str {
@@ -79,8 +121,35 @@ fn namespace(i: &Ingress) -> &str {
         .unwrap_or(DEFAULT_NAMESPACE)
 }
 
+/// The `spec.defaultBackend` of one Ingress, if it is valid.
+fn default_draft(
+    ingress: &Ingress,
+    me: &ObjectRef,
+    strategy: &Strategy,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Draft> {
+    let default = ingress.spec.as_ref()?.default_backend.as_ref()?;
+    let field = "spec.defaultBackend".to_owned();
+    let service = backend_ref(default, me, &field, diags)?;
+    Some(Draft {
+        host: None,
+        path: "/".to_owned(),
+        kind: PathKind::Prefix,
+        regex: None,
+        service,
+        strategy: strategy.clone(),
+        ingress: me.clone(),
+        backend_field: field,
+    })
+}
+
 /// The valid routes of one Ingress, each with the field that declares it.
-fn drafts(ingress: &Ingress, me: &ObjectRef, diags: &mut Vec<Diagnostic>) -> Vec<(String, Draft)> {
+fn drafts(
+    ingress: &Ingress,
+    me: &ObjectRef,
+    strategy: &Strategy,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(String, Draft)> {
     let mut out = Vec::new();
     let Some(spec) = &ingress.spec else {
         return out;
@@ -101,7 +170,8 @@ fn drafts(ingress: &Ingress, me: &ObjectRef, diags: &mut Vec<Diagnostic>) -> Vec
         };
         for (p, path) in http.paths.iter().enumerate() {
             let field = format!("spec.rules[{r}].http.paths[{p}]");
-            let (route_path, kind) = match check_path(path.path.as_deref(), &path.path_type) {
+            let (route_path, kind, regex) = match check_path(path.path.as_deref(), &path.path_type)
+            {
                 Ok(ok) => ok,
                 Err((sub, reason)) => {
                     diags.push(Diagnostic::new(me, format!("{field}.{sub}"), reason));
@@ -116,23 +186,11 @@ fn drafts(ingress: &Ingress, me: &ObjectRef, diags: &mut Vec<Diagnostic>) -> Vec
                 host: host.clone(),
                 path: route_path,
                 kind,
+                regex,
                 service,
+                strategy: strategy.clone(),
                 ingress: me.clone(),
                 backend_field,
-            };
-            out.push((field, draft));
-        }
-    }
-    if let Some(default) = &spec.default_backend {
-        let field = "spec.defaultBackend".to_owned();
-        if let Some(service) = backend_ref(default, me, &field, diags) {
-            let draft = Draft {
-                host: None,
-                path: "/".to_owned(),
-                kind: PathKind::Prefix,
-                service,
-                ingress: me.clone(),
-                backend_field: field.clone(),
             };
             out.push((field, draft));
         }
@@ -140,34 +198,33 @@ fn drafts(ingress: &Ingress, me: &ObjectRef, diags: &mut Vec<Diagnostic>) -> Vec
     out
 }
 
-/// Exact host names only for now: lowercase, DNS characters, no wildcard.
+/// A host name (lowercased), or a wildcard `*.` followed by one: DNS labels of letters, digits
+/// and `-`, 253 characters at most.
 fn check_host(host: &str) -> Result<String, String> {
-    if host.starts_with("*.") {
-        return Err(format!(
-            "wildcard host {host:?} is not supported yet; rule skipped"
-        ));
-    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
     let valid = host.len() <= 253
-        && host
-            .split('.')
-            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
     if !valid {
         return Err(format!("invalid host {host:?}; rule skipped"));
     }
     Ok(host.to_ascii_lowercase())
 }
 
-/// `(path, kind)` to route, or `(field, reason)` of a path to skip.
+/// `(path, kind, regex)` to route, or `(field, reason)` of a path to skip.
 fn check_path(
     path: Option<&str>,
     path_type: &str,
-) -> Result<(String, PathKind), (&'static str, String)> {
+) -> Result<(String, PathKind, Option<PathRegex>), (&'static str, String)> {
     let kind = match path_type {
         "Exact" => PathKind::Exact,
         "Prefix" => PathKind::Prefix,
-        // ImplementationSpecific is ours to define; for now it is a Prefix match (what most
-        // controllers do for plain paths), and an absent path means "/".
-        "ImplementationSpecific" => PathKind::Prefix,
+        // Ours to define: a regular expression anchored at the start; an absent path means "/"
+        // (every path).
+        "ImplementationSpecific" => PathKind::ImplementationSpecific,
         "" => return Err(("pathType", "pathType is required; path skipped".into())),
         other => {
             return Err((
@@ -192,15 +249,32 @@ fn check_path(
             format!("path {path:?} must start with '/'; path skipped"),
         ));
     }
-    let path = match kind {
-        PathKind::Exact => path,
+    let (path, regex) = match kind {
+        PathKind::Exact => (path, None),
         // Prefix matching is element-wise, so a trailing slash means nothing: drop it.
         PathKind::Prefix => match path.trim_end_matches('/') {
-            "" => "/",
-            trimmed => trimmed,
+            "" => ("/", None),
+            trimmed => (trimmed, None),
+        },
+        PathKind::ImplementationSpecific => match PathRegex::new(path) {
+            Ok(re) => (path, Some(re)),
+            Err(err) => {
+                // The regex crate explains syntax errors over several lines; keep the last one.
+                let text = err.to_string();
+                let why = text
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
+                let why = why.trim().trim_start_matches("error: ");
+                return Err((
+                    "path",
+                    format!("invalid regular expression {path:?}: {why}; path skipped"),
+                ));
+            }
         },
     };
-    Ok((path.to_owned(), kind))
+    Ok((path.to_owned(), kind, regex))
 }
 
 /// The Service port a backend names (in the Ingress's namespace), or a diagnostic.

@@ -4,34 +4,52 @@ use std::path::Path;
 
 use super::translate;
 use crate::{
-    model::{HostRoutes, Snapshot},
+    model::{PathKind, PathRoute, Snapshot, Strategy},
     source::{file::FileSource, Inputs},
 };
 
-/// `host kind path -> ns/service:port (ingress)`, hosts sorted, `*` (no host) last.
-fn routes(s: &Snapshot) -> Vec<String> {
+/// `host kind path -> ns/service:port (ingress)`, exact hosts sorted, then wildcards (`*.x`),
+/// then `*` (no host), then `default` (the default backend). Non-default strategies are
+/// appended as `[strategy]`.
+pub(super) fn routes(s: &Snapshot) -> Vec<String> {
     let mut hosts: Vec<_> = s.routes.hosts.iter().collect();
     hosts.sort_by(|a, b| a.0.cmp(b.0));
-    let any = ("*".to_owned(), s.routes.any_host.clone());
+    let mut wildcards: Vec<_> = s.routes.wildcards.iter().collect();
+    wildcards.sort_by(|a, b| a.0.cmp(b.0));
     let mut out = Vec::new();
-    let mut dump = |host: &str, r: &HostRoutes| {
-        for p in &r.paths {
-            let b = &s.backend(p.backend).service;
+    let mut dump = |host: &str, paths: &[PathRoute]| {
+        for p in paths {
+            let backend = s.backend(p.backend);
+            let b = &backend.service;
+            let strategy = match &backend.strategy {
+                Strategy::RoundRobin => String::new(),
+                other => format!(" [{other:?}]"),
+            };
+            let kind = match p.kind {
+                PathKind::ImplementationSpecific => "Regex".to_owned(),
+                k => format!("{k:?}"),
+            };
             out.push(format!(
-                "{host} {:?} {} -> {}/{}:{} ({}/{})",
-                p.kind, p.path, b.namespace, b.service, b.port, p.ingress.namespace, p.ingress.name
+                "{host} {kind} {} -> {}/{}:{} ({}/{}){strategy}",
+                p.path, b.namespace, b.service, b.port, p.ingress.namespace, p.ingress.name
             ));
         }
     };
     for (h, r) in hosts {
-        dump(h, r);
+        dump(h, &r.paths);
     }
-    dump(&any.0, &any.1);
+    for (h, r) in wildcards {
+        dump(&format!("*.{h}"), &r.paths);
+    }
+    dump("*", &s.routes.any_host.paths);
+    if let Some(d) = &s.routes.default_backend {
+        dump("default", std::slice::from_ref(d));
+    }
     out
 }
 
 /// `ns/service:port = endpoints` or `ns/service:port unavailable: reason`, in index order.
-fn backends(s: &Snapshot) -> Vec<String> {
+pub(super) fn backends(s: &Snapshot) -> Vec<String> {
     s.backends
         .iter()
         .map(|b| {
@@ -76,7 +94,7 @@ fn check(case: &Case) {
     assert_eq!(diags, case.diags, "{}: diagnostics", case.name);
 }
 
-const SVC_A: &str = "
+pub(super) const SVC_A: &str = "
 apiVersion: v1
 kind: Service
 metadata: {name: a}
@@ -157,17 +175,29 @@ spec:
       - {pathType: Exact, backend: {service: {name: s, port: {number: 1}}}}
       - {path: /x, pathType: Regex, backend: {service: {name: s, port: {number: 1}}}}
       - {path: /y, backend: {service: {name: s, port: {number: 1}}}}
-  - host: '*.example.com'
+      - {path: '/(unclosed', pathType: ImplementationSpecific, backend: {service: {name: s, port: {number: 1}}}}
+      - {path: 'no-slash.*', pathType: ImplementationSpecific, backend: {service: {name: s, port: {number: 1}}}}
+  - host: '*.Example.com'
     http:
       paths: [{path: /, pathType: Prefix, backend: {service: {name: s, port: {number: 1}}}}]
   - host: 'bad_host.example.com'
     http:
       paths: [{path: /, pathType: Prefix, backend: {service: {name: s, port: {number: 1}}}}]
   - host: tls-only.example.com
+  - host: '*'
+    http:
+      paths: [{path: /, pathType: Prefix, backend: {service: {name: s, port: {number: 1}}}}]
+  - host: 'a.*.example.com'
+    http:
+      paths: [{path: /, pathType: Prefix, backend: {service: {name: s, port: {number: 1}}}}]
+  - host: '*.*.example.com'
+    http:
+      paths: [{path: /, pathType: Prefix, backend: {service: {name: s, port: {number: 1}}}}]
 ",
             routes: &[
-                "* Prefix /impl -> web/s:1 (web/i)",
-                "* Prefix / -> web/s:1 (web/i)",
+                "*.example.com Prefix / -> web/s:1 (web/i)",
+                "* Regex /impl/ -> web/s:1 (web/i)",
+                "* Regex / -> web/s:1 (web/i)",
             ],
             backends: &["web/s:1 unavailable: service web/s not found"],
             diags: &[
@@ -177,8 +207,13 @@ spec:
                 "Ingress web/i: spec.rules[0].http.paths[3].path: path is required for pathType Exact; path skipped",
                 "Ingress web/i: spec.rules[0].http.paths[4].pathType: unknown pathType \"Regex\"; path skipped",
                 "Ingress web/i: spec.rules[0].http.paths[5].pathType: pathType is required; path skipped",
-                "Ingress web/i: spec.rules[1].host: wildcard host \"*.example.com\" is not supported yet; rule skipped",
+                "Ingress web/i: spec.rules[0].http.paths[6].path: invalid regular expression \"/(unclosed\": unclosed group; path skipped",
+                "Ingress web/i: spec.rules[0].http.paths[7].path: path \"no-slash.*\" must start with '/'; path skipped",
+                "Ingress web/i: spec.rules[1].http.paths[0].backend.service.name: service web/s not found",
                 "Ingress web/i: spec.rules[2].host: invalid host \"bad_host.example.com\"; rule skipped",
+                "Ingress web/i: spec.rules[4].host: invalid host \"*\"; rule skipped",
+                "Ingress web/i: spec.rules[5].host: invalid host \"a.*.example.com\"; rule skipped",
+                "Ingress web/i: spec.rules[6].host: invalid host \"*.*.example.com\"; rule skipped",
             ],
         },
         Case {
@@ -274,14 +309,14 @@ metadata: {name: d0}
 spec:
   defaultBackend: {resource: {kind: Bucket, name: b}}
 ",
-            routes: &["* Prefix / -> default/a:http (default/d1)"],
+            routes: &["default Prefix / -> default/a:http (default/d1)"],
             backends: &["default/a:http = 10.0.0.1:8080,10.0.0.2:8080,[fd00::1]:8080"],
             diags: &[
                 "Ingress default/d0: spec.defaultBackend.resource: resource backends are not supported; skipped",
                 "Ingress default/d1: spec.rules[0].http.paths[0].backend.resource: resource backends are not supported; skipped",
                 "Ingress default/d1: spec.rules[0].http.paths[1].backend: backend names no service; skipped",
                 "Ingress default/d1: spec.rules[0].http.paths[2].backend.service.port: service port (number or name) is required; skipped",
-                "Ingress default/d2: spec.defaultBackend: any host, path / (Prefix) is already routed by Ingress default/d1 (older, or same age and first by name); ignored",
+                "Ingress default/d2: spec.defaultBackend: the default backend is already set by Ingress default/d1 (older, or same age and first by name); ignored",
             ],
         },
         Case {
@@ -392,7 +427,7 @@ addressType: IPv4
 ports: [{port: 80}]
 endpoints: [{addresses: [10.0.0.1], conditions: {ready: false}}]
 ",
-            routes: &["* Prefix / -> default/s:80 (default/i)"],
+            routes: &["default Prefix / -> default/s:80 (default/i)"],
             backends: &["default/s:80 unavailable: no ready endpoints for service default/s port 80"],
             diags: &[],
         },
@@ -432,8 +467,14 @@ spec:
     let y = &snap.routes.hosts["y.example"].paths[0];
     assert_eq!(x.backend, y.backend);
     // One cursor: round robin continues across both routes.
-    let first = snap.backend(x.backend).pick();
-    let second = snap.backend(y.backend).pick();
+    let headers = http::HeaderMap::new();
+    let req = crate::proxy::balance::RequestInfo {
+        client: std::net::Ipv4Addr::LOCALHOST.into(),
+        uri: "/",
+        headers: &headers,
+    };
+    let first = snap.backend(x.backend).pick(&req).map(|p| p.endpoint);
+    let second = snap.backend(y.backend).pick(&req).map(|p| p.endpoint);
     assert_ne!(first, second);
 }
 
