@@ -9,7 +9,7 @@
 //! are diagnostics too, and skipped. Each Ingress's annotations give the strategy of the backends
 //! it names (`annotations`). `translate` then resolves the winners' backends (see `backends`) and
 //! builds the route table.
-use std::collections::{btree_map::Entry, BTreeMap};
+use std::collections::{btree_map::Entry, BTreeMap, HashMap};
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
@@ -53,6 +53,8 @@ pub(super) fn collect(
     });
     let mut winners: BTreeMap<Key, (Draft, String)> = BTreeMap::new();
     let mut default_backend: Option<Draft> = None;
+    // Equal patterns share one compiled program (thousands of Ingresses often repeat a few).
+    let mut regexes = HashMap::new();
     for ingress in ordered {
         let me = ObjectRef::new(
             "Ingress",
@@ -77,7 +79,7 @@ pub(super) fn collect(
                 }
             }
         }
-        for (field, draft) in drafts(ingress, &me, &strategy, diags) {
+        for (field, draft) in drafts(ingress, &me, &strategy, &mut regexes, diags) {
             let key = (draft.host.clone(), draft.path.clone(), draft.kind);
             match winners.entry(key) {
                 Entry::Vacant(v) => {
@@ -148,6 +150,7 @@ fn drafts(
     ingress: &Ingress,
     me: &ObjectRef,
     strategy: &Strategy,
+    regexes: &mut HashMap<String, PathRegex>,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<(String, Draft)> {
     let mut out = Vec::new();
@@ -170,14 +173,14 @@ fn drafts(
         };
         for (p, path) in http.paths.iter().enumerate() {
             let field = format!("spec.rules[{r}].http.paths[{p}]");
-            let (route_path, kind, regex) = match check_path(path.path.as_deref(), &path.path_type)
-            {
-                Ok(ok) => ok,
-                Err((sub, reason)) => {
-                    diags.push(Diagnostic::new(me, format!("{field}.{sub}"), reason));
-                    continue;
-                }
-            };
+            let (route_path, kind, regex) =
+                match check_path(path.path.as_deref(), &path.path_type, regexes) {
+                    Ok(ok) => ok,
+                    Err((sub, reason)) => {
+                        diags.push(Diagnostic::new(me, format!("{field}.{sub}"), reason));
+                        continue;
+                    }
+                };
             let backend_field = format!("{field}.backend");
             let Some(service) = backend_ref(&path.backend, me, &backend_field, diags) else {
                 continue;
@@ -218,6 +221,7 @@ fn check_host(host: &str) -> Result<String, String> {
 fn check_path(
     path: Option<&str>,
     path_type: &str,
+    regexes: &mut HashMap<String, PathRegex>,
 ) -> Result<(String, PathKind, Option<PathRegex>), (&'static str, String)> {
     let kind = match path_type {
         "Exact" => PathKind::Exact,
@@ -256,25 +260,38 @@ fn check_path(
             "" => ("/", None),
             trimmed => (trimmed, None),
         },
-        PathKind::ImplementationSpecific => match PathRegex::new(path) {
+        PathKind::ImplementationSpecific => match compile(path, regexes) {
             Ok(re) => (path, Some(re)),
-            Err(err) => {
-                // The regex crate explains syntax errors over several lines; keep the last one.
-                let text = err.to_string();
-                let why = text
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("");
-                let why = why.trim().trim_start_matches("error: ");
-                return Err((
-                    "path",
-                    format!("invalid regular expression {path:?}: {why}; path skipped"),
-                ));
+            Err(why) => {
+                let reason = format!("invalid regular expression {path:?}: {why}; path skipped");
+                return Err(("path", reason));
             }
         },
     };
     Ok((path.to_owned(), kind, regex))
+}
+
+/// The compiled `ImplementationSpecific` path (shared with earlier equal patterns), or why not.
+fn compile(pattern: &str, regexes: &mut HashMap<String, PathRegex>) -> Result<PathRegex, String> {
+    if let Some(re) = regexes.get(pattern) {
+        return Ok(re.clone());
+    }
+    match PathRegex::new(pattern) {
+        Ok(re) => {
+            regexes.insert(pattern.to_owned(), re.clone());
+            Ok(re)
+        }
+        Err(err) => {
+            // The regex crate explains syntax errors over several lines; keep the last one.
+            let text = err.to_string();
+            let why = text.lines().rev().find(|l| !l.trim().is_empty());
+            Err(why
+                .unwrap_or("")
+                .trim()
+                .trim_start_matches("error: ")
+                .to_owned())
+        }
+    }
 }
 
 /// The Service port a backend names (in the Ingress's namespace), or a diagnostic.
