@@ -581,6 +581,31 @@ impl HttpConn {
         self.read_response()
     }
 
+    /// Sends `method path` with `Host: host`, `headers` and `body` (with its Content-Length when
+    /// not empty, or for POST, PUT and PATCH), reads the whole response (no body after HEAD).
+    pub fn send(
+        &mut self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Response> {
+        let mut head =
+            format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: daemon-test\r\n");
+        for (n, v) in headers {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+        if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+            head.push_str(&format!("content-length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let stream = self.reader.get_mut();
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(body)?;
+        self.read_response_to(method == "HEAD")
+    }
+
     fn read_line(&mut self) -> io::Result<String> {
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
@@ -593,6 +618,11 @@ impl HttpConn {
     }
 
     fn read_response(&mut self) -> io::Result<Response> {
+        self.read_response_to(false)
+    }
+
+    /// Reads one response; after a HEAD request there is no body, whatever the headers say.
+    fn read_response_to(&mut self, head: bool) -> io::Result<Response> {
         let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
         let status_line = self.read_line()?;
         let status = status_line
@@ -618,7 +648,9 @@ impl HttpConn {
                 .map(|(_, v): &(String, String)| v.clone())
         };
         let mut body = Vec::new();
-        if let Some(len) = find("content-length") {
+        if head {
+            // No body.
+        } else if let Some(len) = find("content-length") {
             let len: usize = len
                 .parse()
                 .map_err(|_| bad(format!("bad content-length {len:?}")))?;
