@@ -62,6 +62,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         session_key: args
             .session_cookie_key
             .unwrap_or_else(crate::proxy::balance::SessionKey::random),
+        classes: Default::default(),
     };
     reload(&mut source, &options, &mut publisher, &metrics);
     let mut policy = PolicyFile::open(args.policy.as_deref())?;

@@ -12,7 +12,7 @@ use k8s_openapi::{
     api::{
         core::v1::{Secret, Service},
         discovery::v1::EndpointSlice,
-        networking::v1::Ingress,
+        networking::v1::{Ingress, IngressClass},
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -25,8 +25,9 @@ mod secret;
 /// The namespace given to objects whose manifest names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-/// Every object `translate` reads, owned. Objects always carry a namespace (sources fill in
-/// `default`), and a source never hands over two objects of the same kind, namespace and name.
+/// Every object `translate` reads, owned. Namespaced objects always carry a namespace (sources
+/// fill in `default`; IngressClasses are cluster-scoped and have none), and a source never hands
+/// over two objects of the same kind, namespace and name.
 #[derive(Clone, Debug, Default)]
 pub struct Inputs {
     pub ingresses: Vec<Ingress>,
@@ -34,6 +35,8 @@ pub struct Inputs {
     pub endpoint_slices: Vec<EndpointSlice>,
     /// TLS Secrets (`kubernetes.io/tls`), `stringData` already merged into `data`.
     pub secrets: Vec<Secret>,
+    /// Every IngressClass (ours and others'): `translate` picks the Ingresses of our classes.
+    pub ingress_classes: Vec<IngressClass>,
 }
 
 impl Inputs {
@@ -43,6 +46,7 @@ impl Inputs {
             Object::Service(o) => self.services.push(*o),
             Object::EndpointSlice(o) => self.endpoint_slices.push(*o),
             Object::Secret(o) => self.secrets.push(*o),
+            Object::IngressClass(o) => self.ingress_classes.push(*o),
         }
     }
 
@@ -68,6 +72,7 @@ pub enum Object {
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
     Secret(Box<Secret>),
+    IngressClass(Box<IngressClass>),
 }
 
 impl Object {
@@ -77,6 +82,7 @@ impl Object {
             Object::Service(_) => "Service",
             Object::EndpointSlice(_) => "EndpointSlice",
             Object::Secret(_) => "Secret",
+            Object::IngressClass(_) => "IngressClass",
         }
     }
 
@@ -86,6 +92,7 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
+            Object::IngressClass(o) => &o.metadata,
         }
     }
 
@@ -95,12 +102,21 @@ impl Object {
             Object::Service(o) => &mut o.metadata,
             Object::EndpointSlice(o) => &mut o.metadata,
             Object::Secret(o) => &mut o.metadata,
+            Object::IngressClass(o) => &mut o.metadata,
         }
     }
 
-    /// `namespace/name`.
+    /// Cluster-scoped kinds have no namespace.
+    pub fn cluster_scoped(&self) -> bool {
+        matches!(self, Object::IngressClass(_))
+    }
+
+    /// `namespace/name`, or `name` for a cluster-scoped object.
     pub fn key(&self) -> String {
         let m = self.metadata();
+        if self.cluster_scoped() {
+            return m.name.clone().unwrap_or_default();
+        }
         format!(
             "{}/{}",
             m.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
@@ -391,6 +407,9 @@ fn parse_document(chunk: &str, index: usize, value: Value, at: Place, out: &mut 
         ("v1", "Secret", Some(d)) => {
             Ok(Secret::deserialize(d).map(|o| Object::Secret(Box::new(o))))
         }
+        ("networking.k8s.io/v1", "IngressClass", Some(d)) => {
+            Ok(IngressClass::deserialize(d).map(|o| Object::IngressClass(Box::new(o))))
+        }
         _ => Err(Unknown),
     };
     match typed {
@@ -443,18 +462,25 @@ fn object_from_value(v: &Value) -> Result<Object, String> {
         ("v1", "Secret") => Object::Secret(Box::new(
             serde_yaml::from_value(v.clone()).map_err(invalid)?,
         )),
+        ("networking.k8s.io/v1", "IngressClass") => Object::IngressClass(Box::new(
+            serde_yaml::from_value(v.clone()).map_err(invalid)?,
+        )),
         _ => return Err(unknown_kind(api_version, kind)),
     };
     finish(object)
 }
 
-/// Checks the name and fills in the default namespace; keeps TLS Secrets only.
+/// Checks the name and fills in the default namespace (cluster-scoped kinds get none);
+/// keeps TLS Secrets only.
 fn finish(mut object: Object) -> Result<Object, String> {
+    let cluster_scoped = object.cluster_scoped();
     let meta = object.metadata_mut();
     if meta.name.as_deref().unwrap_or("").is_empty() {
         return Err("metadata.name is required; skipped".into());
     }
-    if meta.namespace.as_deref().unwrap_or("").is_empty() {
+    if cluster_scoped {
+        meta.namespace = None;
+    } else if meta.namespace.as_deref().unwrap_or("").is_empty() {
         meta.namespace = Some(DEFAULT_NAMESPACE.to_owned());
     }
     if let Object::Secret(s) = &mut object {

@@ -1,16 +1,18 @@
 //! `Inputs` → `Snapshot` plus diagnostics. Pure: no I/O, no logging, no clock; equal inputs in
 //! any order give equal snapshots and equal diagnostics.
 //!
-//! Flow: `routes::collect` turns every Ingress rule into route drafts (hosts checked, wildcard
-//! included; paths checked, regexes compiled; the strategy from the Ingress's annotations, see
-//! `annotations`) and settles conflicts, and picks the oldest `spec.defaultBackend`; the distinct
-//! (`ServiceBackendRef`, `Strategy`) pairs of the winners, in sorted order, become
-//! `Snapshot::backends` through `backends::Resolver` (so routes naming the same Service port the
-//! same way share one `Backend` and its selection state); the daemon's `--default-backend`
-//! (`Options`) is resolved the same way when no Ingress sets one; finally the drafts become each
-//! host's `HostRoutes` (sorted and indexed for `proxy::router::find`). `tls::collect` builds the TLS
-//! hosts and their certificates from `spec.tls` and the Secrets. Anything invalid is left
-//! out with a `Diagnostic` naming the object and field; the rest is built as if it were absent.
+//! Flow: `classes` picks the Ingresses that are ours (IngressClass rules, `Options::classes`;
+//! the others are ignored without a word); `routes::collect` turns every served Ingress rule
+//! into route drafts (hosts checked, wildcard included; paths checked, regexes compiled; the
+//! strategy from the Ingress's annotations, see `annotations`) and settles conflicts, and picks
+//! the oldest `spec.defaultBackend`; the distinct (`ServiceBackendRef`, `Strategy`) pairs of the
+//! winners, in sorted order, become `Snapshot::backends` through `backends::Resolver` (so routes
+//! naming the same Service port the same way share one `Backend` and its selection state); the
+//! daemon's `--default-backend` (`Options`) is resolved the same way when no Ingress sets one;
+//! finally the drafts become each host's `HostRoutes` (sorted and indexed for
+//! `proxy::router::find`). `tls::collect` builds the TLS hosts and their certificates from the
+//! served Ingresses' `spec.tls` and the Secrets. Anything invalid is left out with a `Diagnostic`
+//! naming the object and field; the rest is built as if it were absent.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
@@ -27,6 +29,7 @@ use crate::{
 
 pub mod annotations;
 mod backends;
+pub mod classes;
 #[cfg(test)]
 mod options_tests;
 mod routes;
@@ -37,6 +40,7 @@ pub mod tls;
 mod tls_tests;
 
 pub(crate) use crate::source::DEFAULT_NAMESPACE;
+pub use classes::{ClassOptions, CONTROLLER};
 
 /// Why (part of) an object was left out or cannot be served.
 /// Displayed as `Ingress default/cafe: spec.rules[0].http.paths[1].backend.service.port: reason`.
@@ -78,6 +82,8 @@ pub struct Options {
     pub load_balance: Strategy,
     /// Keys persistent sticky-session cookies.
     pub session_key: SessionKey,
+    /// Which Ingresses are ours (IngressClass rules); the default is standalone's.
+    pub classes: ClassOptions,
 }
 
 impl Default for Options {
@@ -86,6 +92,7 @@ impl Default for Options {
             default_backend: None,
             load_balance: Strategy::RoundRobin,
             session_key: SessionKey::default(),
+            classes: ClassOptions::default(),
         }
     }
 }
@@ -103,7 +110,8 @@ pub fn translate(inputs: &Inputs) -> (Snapshot, Vec<Diagnostic>) {
 /// Builds the snapshot (generation 0: `publish` numbers it) and the sorted diagnostics.
 pub fn translate_with(inputs: &Inputs, options: &Options) -> (Snapshot, Vec<Diagnostic>) {
     let mut diags = Vec::new();
-    let collected = routes::collect(&inputs.ingresses, &options.load_balance, &mut diags);
+    let ingresses = classes::served(&inputs.ingresses, &inputs.ingress_classes, &options.classes);
+    let collected = routes::collect(&ingresses, &options.load_balance, &mut diags);
     // The daemon's default backend stands in when no Ingress sets one.
     let flag_default = match (&collected.default_backend, &options.default_backend) {
         (None, Some(service)) => Some(routes::Draft {
