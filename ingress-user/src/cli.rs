@@ -31,7 +31,8 @@ pub struct LogArgs {
 // Parsed once at start: the size of `RunArgs` does not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum Command {
-    /// Serve: standalone from a folder of manifests.
+    /// Serve: from the Kubernetes API (`--kubeconfig`, or in-cluster), or standalone from a
+    /// folder of manifests (`--manifests`).
     Run(RunArgs),
     /// Print the pinned data plane: attachments, owner, slots, counters, policy, top flows.
     Inspect(crate::inspect::InspectArgs),
@@ -42,9 +43,21 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Folder of Kubernetes YAML manifests (Ingress, Service, EndpointSlice, TLS Secret) to serve.
+    /// Standalone: folder of Kubernetes YAML manifests (Ingress, IngressClass, Service,
+    /// EndpointSlice, TLS Secret) to serve.
+    #[arg(long, conflicts_with = "kubeconfig")]
+    pub manifests: Option<PathBuf>,
+    /// Kubernetes mode with this kubeconfig file. Without it and without --manifests, the
+    /// in-cluster configuration is used when KUBERNETES_SERVICE_HOST is set.
     #[arg(long)]
-    pub manifests: PathBuf,
+    pub kubeconfig: Option<PathBuf>,
+    /// Also serve Ingresses that name no IngressClass (without one of our classes being the
+    /// default).
+    #[arg(long)]
+    pub watch_ingress_without_class: bool,
+    /// The `spec.controller` of the IngressClasses whose Ingresses we serve.
+    #[arg(long, default_value = crate::translate::CONTROLLER)]
+    pub ingress_class_controller: String,
     /// Interfaces to attach XDP and TC to (repeatable). Without any, XDP is not attached and
     /// traffic reaches the workers through the SO_REUSEPORT group on the public port only.
     #[arg(long = "interface")]
@@ -133,6 +146,42 @@ impl LoadBalance {
     }
 }
 
+/// Where `run` reads its configuration from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceChoice {
+    Manifests(PathBuf),
+    Kube(crate::source::kube::Connection),
+}
+
+/// No source, or no way to pick one.
+#[derive(Debug, thiserror::Error)]
+#[error("no configuration source: give --manifests DIR (standalone) or --kubeconfig PATH, or run inside a cluster (KUBERNETES_SERVICE_HOST is not set)")]
+pub struct NoSource;
+
+impl RunArgs {
+    /// Exactly one source: `--manifests`, `--kubeconfig`, or the in-cluster configuration when
+    /// neither is given and `in_cluster` (KUBERNETES_SERVICE_HOST is set). clap already refuses
+    /// both flags together.
+    pub fn source(&self, in_cluster: bool) -> Result<SourceChoice, NoSource> {
+        use crate::source::kube::Connection;
+        match (&self.manifests, &self.kubeconfig) {
+            (Some(dir), _) => Ok(SourceChoice::Manifests(dir.clone())),
+            (None, Some(path)) => Ok(SourceChoice::Kube(Connection::Kubeconfig(path.clone()))),
+            (None, None) if in_cluster => Ok(SourceChoice::Kube(Connection::InCluster)),
+            (None, None) => Err(NoSource),
+        }
+    }
+
+    /// The IngressClass rules: standalone serves every Ingress while the folder has no class.
+    pub fn class_options(&self, source: &SourceChoice) -> crate::translate::ClassOptions {
+        crate::translate::ClassOptions {
+            controller: self.ingress_class_controller.clone(),
+            watch_without_class: self.watch_ingress_without_class,
+            serve_all_without_classes: matches!(source, SourceChoice::Manifests(_)),
+        }
+    }
+}
+
 /// `NAMESPACE/SERVICE:PORT`, the port a number (1-65535) or a name.
 pub fn parse_backend_ref(text: &str) -> Result<ServiceBackendRef, String> {
     let bad = || format!("{text:?}: expected NAMESPACE/SERVICE:PORT, e.g. default/fallback:80");
@@ -175,7 +224,10 @@ pub fn init_tracing(args: &LogArgs) {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
     use super::*;
+    use crate::source::kube::Connection;
 
     #[test]
     fn default_backend_flag_parses() {
@@ -197,5 +249,51 @@ mod tests {
         ] {
             assert!(parse_backend_ref(bad).is_err(), "{bad}");
         }
+    }
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from([&["xdp-ingress", "run"], args].concat())?;
+        let Command::Run(r) = cli.command else {
+            unreachable!("parsed `run`")
+        };
+        Ok(r)
+    }
+
+    #[test]
+    fn exactly_one_source() {
+        let r = run_args(&["--manifests", "m"]).unwrap();
+        assert_eq!(r.source(true).unwrap(), SourceChoice::Manifests("m".into()));
+        let r = run_args(&["--kubeconfig", "k"]).unwrap();
+        let kube = SourceChoice::Kube(Connection::Kubeconfig("k".into()));
+        assert_eq!(r.source(false).unwrap(), kube);
+        let r = run_args(&[]).unwrap();
+        let in_cluster = SourceChoice::Kube(Connection::InCluster);
+        assert_eq!(r.source(true).unwrap(), in_cluster);
+        let err = r.source(false).unwrap_err().to_string();
+        assert!(
+            err.contains("--manifests") && err.contains("--kubeconfig"),
+            "{err}"
+        );
+        let both = run_args(&["--manifests", "m", "--kubeconfig", "k"]).unwrap_err();
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn class_options_follow_the_mode_and_flags() {
+        let r = run_args(&["--manifests", "m"]).unwrap();
+        let o = r.class_options(&r.source(false).unwrap());
+        assert!(o.serve_all_without_classes && !o.watch_without_class);
+        assert_eq!(o.controller, crate::translate::CONTROLLER);
+        let r = run_args(&[
+            "--kubeconfig",
+            "k",
+            "--watch-ingress-without-class",
+            "--ingress-class-controller",
+            "example.com/x",
+        ])
+        .unwrap();
+        let o = r.class_options(&r.source(false).unwrap());
+        assert!(!o.serve_all_without_classes && o.watch_without_class);
+        assert_eq!(o.controller, "example.com/x");
     }
 }

@@ -1,15 +1,17 @@
 //! `xdp-ingress run`: wires the pipeline together and runs it until SIGINT/SIGTERM, or until a
 //! newer daemon takes the data plane over.
 //!
-//! Start: signal handlers → open and watch the manifests folder → load + translate + publish the
-//! first snapshot → TLS set-up (default certificate, resolver over the snapshots) → load the eBPF
-//! object (adopting pinned maps; this decides the worker-port
-//! generation) → bind every socket → attach → program the maps (this flips new connections to our
-//! workers) → start workers → ready. Any failure after the load cleans up what this daemon
-//! created. Then, each debounced folder change rebuilds and republishes the snapshot; a changed
-//! policy file is re-planned into the maps; a worker thread that dies is taken out of the Maglev
-//! table at once and restarted. Stop: not ready → workers drain → the owner detaches and unpins,
-//! a superseded daemon leaves everything to its successor.
+//! Start: signal handlers → open the source (a manifests folder, watched; or the Kubernetes API,
+//! watched by kube-runtime reflectors) and wait until it is ready (every API store listed once)
+//! → load + translate (with the IngressClass rules of the mode) + publish the first snapshot →
+//! TLS set-up (default certificate, resolver over the snapshots) → load the eBPF object (adopting
+//! pinned maps; this decides the worker-port generation) → bind every socket → attach → program
+//! the maps (this flips new connections to our workers) → start workers → ready. Any failure
+//! after the load cleans up what this daemon created. Then, each debounced change of the source
+//! rebuilds and republishes the snapshot (the reload path does not know which source it reads);
+//! a changed policy file is re-planned into the maps; a worker thread that dies is taken out of
+//! the Maglev table at once and restarted. Stop: not ready → workers drain → the owner detaches
+//! and unpins, a superseded daemon leaves everything to its successor.
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
@@ -22,7 +24,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     admin::{self, Health},
-    cli::RunArgs,
+    cli::{RunArgs, SourceChoice},
     dataplane::{self, error_chain, Dataplane, Policy},
     metrics::{Metrics, ReloadLabels},
     proxy::{
@@ -30,7 +32,7 @@ use crate::{
         BoundPool, PoolConfig, PublicPort, UpstreamTimeouts, WorkerPool,
     },
     publish::Publisher,
-    source::file::FileSource,
+    source::active::Active,
     translate::{translate_with, Options},
 };
 
@@ -51,9 +53,24 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut source = FileSource::open(&args.manifests)?;
-    // Watch before the first load, so an edit made while we start is not missed.
-    let mut watch = source.watch()?;
+    let choice = args.source(std::env::var_os("KUBERNETES_SERVICE_HOST").is_some())?;
+    let mut source = match &choice {
+        SourceChoice::Manifests(dir) => Active::manifests(dir)?,
+        SourceChoice::Kube(connection) => Active::kube(connection).await?,
+    };
+    let ready = tokio::time::timeout(Duration::from_millis(500), source.ready()).await;
+    if ready.is_err() {
+        tracing::info!(
+            source = source.describe(),
+            "waiting for the first complete list of every kind before serving"
+        );
+        tokio::select! {
+            _ = source.ready() => tracing::info!("initial lists complete"),
+            _ = interrupt.recv() => { tracing::info!("interrupted before the source was ready"); return Ok(()) }
+            _ = terminate.recv() => { tracing::info!("SIGTERM before the source was ready"); return Ok(()) }
+        }
+    }
+    let (mut changes, watcher_task) = source.changes();
     let metrics = Arc::new(Metrics::new());
     let (mut publisher, snapshots) = Publisher::new();
     let options = Options {
@@ -62,7 +79,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         session_key: args
             .session_cookie_key
             .unwrap_or_else(crate::proxy::balance::SessionKey::random),
-        classes: Default::default(),
+        classes: args.class_options(&choice),
     };
     reload(&mut source, &options, &mut publisher, &metrics);
     let mut policy = PolicyFile::open(args.policy.as_deref())?;
@@ -96,20 +113,10 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         https_port = args.https_port,
         workers = pool.len(),
         admin = %admin_address(&args, pool.generation()),
-        manifests = %args.manifests.display(),
+        source = source.describe(),
         "xdp-ingress is serving"
     );
 
-    // `Watch::changed` debounces inside; run it in its own task so the other branches of the
-    // loop below never cancel it half way (the channel's `recv` is cancel-safe).
-    let (change_tx, mut changes) = tokio::sync::mpsc::channel::<()>(1);
-    let watcher_task = tokio::spawn(async move {
-        while watch.changed().await {
-            if change_tx.send(()).await.is_err() {
-                return;
-            }
-        }
-    });
     let mut tick = tokio::time::interval(TICK);
     let outcome: anyhow::Result<()> = loop {
         tokio::select! {
@@ -117,7 +124,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             _ = terminate.recv() => { tracing::info!("SIGTERM, shutting down"); break Ok(()) }
             change = changes.recv() => {
                 if change.is_none() {
-                    break Err(anyhow::anyhow!("the manifests folder watcher stopped; restart xdp-ingress"));
+                    break Err(anyhow::anyhow!(source.closed_reason()));
                 }
                 reload(&mut source, &options, &mut publisher, &metrics);
             }
@@ -374,14 +381,9 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Reads the folder, rebuilds the snapshot and publishes it. Problems are logged with the file,
+/// Reads the source, rebuilds the snapshot and publishes it. Problems are logged with the file,
 /// object and field; they never stop the daemon or the serving of other objects.
-fn reload(
-    source: &mut FileSource,
-    options: &Options,
-    publisher: &mut Publisher,
-    metrics: &Metrics,
-) {
+fn reload(source: &mut Active, options: &Options, publisher: &mut Publisher, metrics: &Metrics) {
     let started = std::time::Instant::now();
     let report = source.load();
     let (snapshot, diagnostics) = translate_with(&report.inputs, options);
@@ -404,12 +406,9 @@ fn reload(
     let backends = snapshot.backends.len();
     let generation = publisher.publish(snapshot);
     metrics.config.generation.set(generation as i64);
-    metrics
-        .config
-        .manifest_errors
-        .set(report.errors.len() as i64);
+    metrics.config.manifest_errors.set(report.errors as i64);
     metrics.config.diagnostics.set(diagnostics.len() as i64);
-    let result = if report.errors.is_empty() && diagnostics.is_empty() {
+    let result = if report.errors == 0 && diagnostics.is_empty() {
         "ok"
     } else {
         "error"
@@ -424,7 +423,7 @@ fn reload(
         files = report.files,
         routes,
         backends,
-        problems = report.errors.len() + diagnostics.len(),
+        problems = report.errors + diagnostics.len(),
         took_ms = started.elapsed().as_secs_f64() * 1000.0,
         "configuration published"
     );

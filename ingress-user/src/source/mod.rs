@@ -1,6 +1,6 @@
 //! Where configuration comes from: the owned `Inputs` that `translate` turns into a `Snapshot`.
 //!
-//! A source (`file`: a folder of manifests; later `kube`: API watchers) collects the Kubernetes
+//! A source (`file`: a folder of manifests; `kube`: API watchers and reflectors) collects the Kubernetes
 //! objects we care about into one `Inputs` value; nothing downstream knows which source built it.
 //! This module also holds the manifest parser shared by every text-based source and by tests:
 //! YAML text → `ParsedManifests` (recognized objects with their line, plus one `LoadError` per
@@ -19,7 +19,9 @@ use k8s_openapi::{
 use serde::Deserialize;
 use serde_yaml::Value;
 
+pub mod active;
 pub mod file;
+pub mod kube;
 mod secret;
 
 /// The namespace given to objects whose manifest names none.

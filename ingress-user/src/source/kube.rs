@@ -1,0 +1,299 @@
+//! The Kubernetes API as a source: kube-runtime watchers and reflectors, one per kind, that keep
+//! in-memory stores of every object `translate` reads.
+//!
+//! Flow: `KubeSource::connect` builds a client (a kubeconfig file, or the in-cluster service
+//! account) → `start` spawns one task per kind: `watcher` (list, then watch from the list's
+//! resourceVersion, with bookmarks; a 410 Gone relists) → `default_backoff` (exponential, so a
+//! missing API server is retried, never busy-looped) → `reflector` into a `Store`. Every change
+//! that reaches a store pokes one shared `Notify`; `Changes::changed` debounces those pokes (quiet
+//! for `DEBOUNCE_QUIET`, at most `DEBOUNCE_MAX`) into one rebuild; `KubeSource::inputs` copies the
+//! stores into an owned `Inputs`. `ready` resolves once every store has its first complete list,
+//! so nothing is published from a partial view.
+//!
+//! Kinds: Ingress, IngressClass, Service, EndpointSlice (all namespaces), and Secret restricted by
+//! the field selector `type=kubernetes.io/tls`, so the Secrets of the cluster that are not TLS
+//! certificates are never held. `metadata.managedFields` is dropped on arrival (it is large and
+//! nothing reads it).
+//!
+//! When the API server goes away the stores keep their content, so the last snapshot keeps being
+//! served; each watcher logs the loss once (warning) and the recovery once (info), and retries
+//! with backoff in between.
+use std::{
+    fmt::Debug,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::{
+    core::v1::{Secret, Service},
+    discovery::v1::EndpointSlice,
+    networking::v1::{Ingress, IngressClass},
+};
+use kube::{
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::{
+        reflector::{self, Store},
+        watcher, WatchStreamExt as _,
+    },
+    Api, Client, Config, Resource, ResourceExt as _,
+};
+use serde::de::DeserializeOwned;
+use tokio::{sync::Notify, task::JoinHandle};
+use tracing::{debug, info, warn};
+
+use super::Inputs;
+
+/// A burst of changes is one rebuild once the API has been quiet this long...
+const DEBOUNCE_QUIET: Duration = Duration::from_millis(20);
+/// ...or this long after its first change, whichever comes first.
+const DEBOUNCE_MAX: Duration = Duration::from_millis(200);
+/// The only Secrets we list and watch.
+pub const TLS_SECRET_SELECTOR: &str = "type=kubernetes.io/tls";
+
+/// Why the API cannot be reached at all (bad configuration, not a transient failure).
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("reading kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("in-cluster configuration (service account token, KUBERNETES_SERVICE_HOST/PORT): {0}")]
+    InCluster(#[source] kube::config::InClusterError),
+    #[error("building the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+/// Where the client's configuration comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Connection {
+    Kubeconfig(PathBuf),
+    InCluster,
+}
+
+impl std::fmt::Display for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Connection::Kubeconfig(p) => write!(f, "kubeconfig {}", p.display()),
+            Connection::InCluster => f.write_str("in-cluster service account"),
+        }
+    }
+}
+
+/// A Kubernetes client for `connection`. No request is made yet.
+pub async fn client(connection: &Connection) -> Result<Client, KubeError> {
+    let config = match connection {
+        Connection::Kubeconfig(path) => kubeconfig(path).await?,
+        Connection::InCluster => Config::incluster().map_err(KubeError::InCluster)?,
+    };
+    Client::try_from(config).map_err(KubeError::Client)
+}
+
+async fn kubeconfig(path: &Path) -> Result<Config, KubeError> {
+    let wrap = |source| KubeError::Kubeconfig {
+        path: path.to_owned(),
+        source,
+    };
+    let file = Kubeconfig::read_from(path).map_err(wrap)?;
+    Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+        .await
+        .map_err(wrap)
+}
+
+/// The stores of every kind we watch (cheap to clone: shared caches).
+#[derive(Clone, Debug)]
+pub struct Stores {
+    ingresses: Store<Ingress>,
+    ingress_classes: Store<IngressClass>,
+    services: Store<Service>,
+    endpoint_slices: Store<EndpointSlice>,
+    secrets: Store<Secret>,
+}
+
+impl Stores {
+    /// Resolves once every store holds its first complete list.
+    pub async fn ready(&self) {
+        // `wait_until_ready` only fails when the writer is gone, i.e. the watcher task ended
+        // (shutdown): then there is nothing more to wait for.
+        let _ = tokio::join!(
+            self.ingresses.wait_until_ready(),
+            self.ingress_classes.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.endpoint_slices.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+        );
+    }
+
+    /// An owned copy of what the stores hold now.
+    pub fn inputs(&self) -> Inputs {
+        fn owned<K: Clone + Resource + 'static>(s: &Store<K>) -> Vec<K>
+        where
+            K::DynamicType: Eq + std::hash::Hash + Clone,
+        {
+            s.state().iter().map(|o| K::clone(o)).collect()
+        }
+        Inputs {
+            ingresses: owned(&self.ingresses),
+            ingress_classes: owned(&self.ingress_classes),
+            services: owned(&self.services),
+            endpoint_slices: owned(&self.endpoint_slices),
+            secrets: owned(&self.secrets),
+        }
+    }
+}
+
+/// The watchers of one client; they stop when this is dropped.
+#[derive(Debug)]
+pub struct KubeSource {
+    pub stores: Stores,
+    changes: Arc<Notify>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl KubeSource {
+    /// Spawns one watcher task per kind on the current runtime.
+    pub fn start(client: Client) -> Self {
+        let changes = Arc::new(Notify::new());
+        let mut tasks = Vec::new();
+        let all = watcher::Config::default();
+        let stores = Stores {
+            ingresses: spawn(&client, "Ingress", all.clone(), &changes, &mut tasks),
+            ingress_classes: spawn(&client, "IngressClass", all.clone(), &changes, &mut tasks),
+            services: spawn(&client, "Service", all.clone(), &changes, &mut tasks),
+            endpoint_slices: spawn(&client, "EndpointSlice", all.clone(), &changes, &mut tasks),
+            secrets: spawn(
+                &client,
+                "Secret",
+                all.fields(TLS_SECRET_SELECTOR),
+                &changes,
+                &mut tasks,
+            ),
+        };
+        Self {
+            stores,
+            changes,
+            tasks,
+        }
+    }
+
+    /// Debounced change notifications (hand it to a task of its own; it is cancel-safe).
+    pub fn changes(&self) -> Changes {
+        Changes(self.changes.clone())
+    }
+}
+
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Resolves when the stores changed, debounced.
+#[derive(Clone, Debug)]
+pub struct Changes(Arc<Notify>);
+
+impl Changes {
+    /// Waits for a change, then for the burst it starts to end (`DEBOUNCE_QUIET` without a new
+    /// change, or `DEBOUNCE_MAX` after the first).
+    pub async fn changed(&self) {
+        self.0.notified().await;
+        let deadline = tokio::time::Instant::now() + DEBOUNCE_MAX;
+        loop {
+            let quiet = tokio::time::Instant::now() + DEBOUNCE_QUIET;
+            if quiet >= deadline {
+                break;
+            }
+            if tokio::time::timeout_at(quiet, self.0.notified())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+}
+
+fn spawn<K>(
+    client: &Client,
+    kind: &'static str,
+    config: watcher::Config,
+    changes: &Arc<Notify>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let api: Api<K> = Api::all(client.clone());
+    let stream = watcher(api, config)
+        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .default_backoff();
+    let changes = changes.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut events = std::pin::pin!(reflector::reflector(writer, stream));
+        let mut health = Health::new(kind);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => {
+                    health.ok();
+                    if matches!(
+                        event,
+                        watcher::Event::Apply(_)
+                            | watcher::Event::Delete(_)
+                            | watcher::Event::InitDone
+                    ) {
+                        if matches!(event, watcher::Event::InitDone) {
+                            debug!(kind, "list complete");
+                        }
+                        changes.notify_one();
+                    }
+                }
+                Err(err) => health.failed(&err),
+            }
+        }
+    }));
+    store
+}
+
+/// One watcher's connection state, to log transitions once instead of every retry.
+struct Health {
+    kind: &'static str,
+    failing: bool,
+}
+
+impl Health {
+    fn new(kind: &'static str) -> Self {
+        Self {
+            kind,
+            failing: false,
+        }
+    }
+
+    fn ok(&mut self) {
+        if std::mem::take(&mut self.failing) {
+            info!(kind = self.kind, "watch of the API server recovered");
+        }
+    }
+
+    fn failed(&mut self, err: &watcher::Error) {
+        let kind = self.kind;
+        if let watcher::Error::WatchError(status) = err {
+            if status.code == 410 {
+                // Not a failure: our resourceVersion is too old; the watcher relists at once.
+                info!(kind, "resourceVersion expired (410 Gone): relisting");
+                return;
+            }
+        }
+        if self.failing {
+            debug!(kind, error = %err, "API watch still failing; retrying with backoff");
+        } else {
+            self.failing = true;
+            warn!(kind, error = %err, "API watch failed; serving the last snapshot and retrying with backoff");
+        }
+    }
+}
