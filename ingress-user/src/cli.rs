@@ -211,8 +211,16 @@ pub fn parse_backend_ref(text: &str) -> Result<ServiceBackendRef, String> {
 
 /// Installs the global tracing subscriber.
 pub fn init_tracing(args: &LogArgs) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // kube-client logs every failed request of every retry (`failed with error`, `eof in
+    // poll`); `source::kube` reports the same failures once per transition instead. Opt back in
+    // by naming `kube_client` in the filter.
+    let spec = if args.log_level.contains("kube_client") {
+        args.log_level.clone()
+    } else {
+        format!("{},kube_client=off", args.log_level)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_client=off"));
     use std::io::IsTerminal as _;
     let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()

@@ -43,6 +43,7 @@ pub fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) 
 /// The ports and folders one daemon uses.
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
+    /// The manifests folder; empty in Kubernetes mode (see `kube`).
     pub manifests: PathBuf,
     pub http_port: u16,
     /// `0` disables HTTPS.
@@ -70,11 +71,20 @@ impl DaemonConfig {
         }
     }
 
+    /// Kubernetes mode: `--kubeconfig kubeconfig` instead of a manifests folder.
+    pub fn kube(kubeconfig: &Path, worker_port_base: u16) -> Self {
+        let mut config = Self::new(Path::new(""), worker_port_base);
+        config.extra_args = vec!["--kubeconfig".to_owned(), kubeconfig.display().to_string()];
+        config
+    }
+
     pub fn args(&self) -> Vec<String> {
-        let mut args = vec![
-            "run".to_owned(),
-            "--manifests".to_owned(),
-            self.manifests.display().to_string(),
+        let mut args = vec!["run".to_owned()];
+        if !self.manifests.as_os_str().is_empty() {
+            args.push("--manifests".to_owned());
+            args.push(self.manifests.display().to_string());
+        }
+        args.extend([
             "--http-port".to_owned(),
             self.http_port.to_string(),
             "--https-port".to_owned(),
@@ -87,7 +97,7 @@ impl DaemonConfig {
             format!("127.0.0.1:{}", self.admin_port),
             "--drain-seconds".to_owned(),
             self.drain_seconds.to_string(),
-        ];
+        ]);
         args.extend(self.extra_args.iter().cloned());
         args
     }

@@ -1,9 +1,11 @@
 //! Support code shared by the integration tests: packet builders and checksum checks for
 //! `BPF_PROG_TEST_RUN` (`packet`), network-namespace topologies that clean up after
-//! themselves (`netns`), the daemon as a child process (`daemon`), and certificates plus a
-//! rustls/hyper HTTPS client for the TLS tests (`tls`).
+//! themselves (`netns`), the daemon as a child process (`daemon`), certificates plus a
+//! rustls/hyper HTTPS client for the TLS tests (`tls`), and a fake Kubernetes API server
+//! (`fakeapi`).
 pub mod daemon;
 pub mod e2e;
+pub mod fakeapi;
 pub mod netns;
 pub mod packet;
 pub mod tls;
