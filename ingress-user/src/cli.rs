@@ -124,6 +124,53 @@ pub struct RunArgs {
     /// Enables POST /debug/crash-worker?slot=N on the admin address (tests only).
     #[arg(long, hide = true)]
     pub test_hooks: bool,
+    #[command(flatten)]
+    pub writeback: WritebackArgs,
+}
+
+/// Kubernetes mode: what the leader writes back (Ingress status, Events).
+#[derive(Debug, clap::Args)]
+pub struct WritebackArgs {
+    /// Addresses (IPs or host names, comma-separated) the leader writes into
+    /// `status.loadBalancer.ingress` of every Ingress we serve. Without any, status is not
+    /// written (only our own addresses are cleared from Ingresses we stop serving).
+    #[arg(long, value_delimiter = ',')]
+    pub publish_status_address: Vec<String>,
+    /// Namespace of the leader election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "xdp-ingress")]
+    pub election_namespace: String,
+    /// Name of the leader election Lease.
+    #[arg(long, default_value = "xdp-ingress-leader")]
+    pub election_id: String,
+    /// Our name in the Lease and in Events (default: POD_NAME, else the host name, plus a
+    /// random suffix).
+    #[arg(long, env = "POD_NAME")]
+    pub election_identity: Option<String>,
+    /// Seconds a leader's Lease lasts without renewal.
+    #[arg(long, default_value_t = 15, hide = true)]
+    pub lease_seconds: u64,
+}
+
+impl WritebackArgs {
+    pub fn config(&self, classes: crate::translate::ClassOptions) -> crate::writeback::Config {
+        let identity = self.election_identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "xdp-ingress".to_owned());
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            format!("{host}-{:x}{nanos:08x}", std::process::id())
+        });
+        crate::writeback::Config {
+            lease_namespace: self.election_namespace.clone(),
+            lease_name: self.election_id.clone(),
+            identity,
+            lease_duration: std::time::Duration::from_secs(self.lease_seconds.max(1)),
+            publish_addresses: self.publish_status_address.clone(),
+            classes,
+        }
+    }
 }
 
 /// The global load-balancing strategies (per-Ingress annotations add the others).

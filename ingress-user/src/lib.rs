@@ -16,6 +16,7 @@ pub mod publish;
 pub mod run;
 pub mod source;
 pub mod translate;
+pub mod writeback;
 
 /// The compiled eBPF object (XDP + TC programs from `ingress-ebpf`), embedded at build time.
 pub static EBPF_OBJECT: &[u8] =

@@ -34,6 +34,7 @@ use crate::{
     publish::Publisher,
     source::active::Active,
     translate::{translate_with, Options},
+    writeback::{self, Report},
 };
 
 /// How often the control loop checks workers, the policy file and the takeover epoch.
@@ -81,7 +82,14 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or_else(crate::proxy::balance::SessionKey::random),
         classes: args.class_options(&choice),
     };
-    reload(&mut source, &options, &mut publisher, &metrics);
+    // Kubernetes mode: the leader writes Ingress status and Events from each reload's report.
+    let (reports, report_rx) = tokio::sync::watch::channel(None);
+    let writeback_task = source.client().map(|client| {
+        let config = args.writeback.config(options.classes.clone());
+        writeback::spawn(client, config, report_rx)
+    });
+    let report = reload(&mut source, &options, &mut publisher, &metrics);
+    reports.send_replace(Some(Arc::new(report)));
     let mut policy = PolicyFile::open(args.policy.as_deref())?;
     let https = https_port(&args, &snapshots)?;
 
@@ -126,7 +134,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 if change.is_none() {
                     break Err(anyhow::anyhow!(source.closed_reason()));
                 }
-                reload(&mut source, &options, &mut publisher, &metrics);
+                let report = reload(&mut source, &options, &mut publisher, &metrics);
+                reports.send_replace(Some(Arc::new(report)));
             }
             _ = tick.tick() => {
                 let policy_changed = policy.poll();
@@ -148,6 +157,16 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     pool.shutdown();
     admin_task.abort();
     watcher_task.abort();
+    drop(reports);
+    if let Some(task) = writeback_task {
+        // Lets the leader hand its Lease over.
+        if tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the Kubernetes write-back task did not stop in time");
+        }
+    }
     if let Some(dp) = dataplane {
         dp.shutdown(args.keep_pinned);
     }
@@ -383,7 +402,12 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 
 /// Reads the source, rebuilds the snapshot and publishes it. Problems are logged with the file,
 /// object and field; they never stop the daemon or the serving of other objects.
-fn reload(source: &mut Active, options: &Options, publisher: &mut Publisher, metrics: &Metrics) {
+fn reload(
+    source: &mut Active,
+    options: &Options,
+    publisher: &mut Publisher,
+    metrics: &Metrics,
+) -> Report {
     let started = std::time::Instant::now();
     let report = source.load();
     let (snapshot, diagnostics) = translate_with(&report.inputs, options);
@@ -427,4 +451,8 @@ fn reload(source: &mut Active, options: &Options, publisher: &mut Publisher, met
         took_ms = started.elapsed().as_secs_f64() * 1000.0,
         "configuration published"
     );
+    Report {
+        inputs: report.inputs,
+        diagnostics,
+    }
 }

@@ -69,6 +69,14 @@ impl Active {
         })
     }
 
+    /// The Kubernetes client, in Kubernetes mode.
+    pub fn client(&self) -> Option<::kube::Client> {
+        match &self.kind {
+            Kind::Kube(k) => Some(k.client().clone()),
+            Kind::File { .. } => None,
+        }
+    }
+
     /// What this source is, for logs.
     pub fn describe(&self) -> &str {
         &self.describe

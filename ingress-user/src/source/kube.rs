@@ -146,9 +146,9 @@ impl Stores {
 }
 
 /// The watchers of one client; they stop when this is dropped.
-#[derive(Debug)]
 pub struct KubeSource {
     pub stores: Stores,
+    client: Client,
     changes: Arc<Notify>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -174,14 +174,29 @@ impl KubeSource {
         };
         Self {
             stores,
+            client,
             changes,
             tasks,
         }
     }
 
+    /// The client the watchers use (for writing back).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Debounced change notifications (hand it to a task of its own; it is cancel-safe).
     pub fn changes(&self) -> Changes {
         Changes(self.changes.clone())
+    }
+}
+
+impl std::fmt::Debug for KubeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSource")
+            .field("stores", &self.stores)
+            .field("watchers", &self.tasks.len())
+            .finish_non_exhaustive()
     }
 }
 

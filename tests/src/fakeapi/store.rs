@@ -152,8 +152,8 @@ pub fn resource_version(object: &Value) -> Option<&str> {
 
 impl State {
     /// Creates or replaces an object (apiVersion/kind decide its kind); returns its key.
-    /// A replaced object keeps its uid and creationTimestamp; `generation` grows when the spec
-    /// changes. Fails on an unknown kind or a missing name.
+    /// A replaced object keeps its uid, creationTimestamp and (when none is given) status;
+    /// `generation` grows when the spec changes. Fails on an unknown kind or a missing name.
     pub fn apply(&mut self, mut object: Value) -> Result<Key, String> {
         let api_version = object["apiVersion"].as_str().unwrap_or("").to_owned();
         let kind_name = object["kind"].as_str().unwrap_or("").to_owned();
@@ -183,6 +183,12 @@ impl State {
                 (json!(format!("uid-{}", self.next_uid)), json!(ts), 1)
             }
         };
+        // Like the real server, writing an object without a status keeps the status it had
+        // (status belongs to the `status` subresource).
+        if let (Some(old_status), None) = (old.and_then(|o| o.get("status")), object.get("status"))
+        {
+            object["status"] = old_status.clone();
+        }
         let meta = object["metadata"].as_object_mut().expect("placed");
         meta.insert("resourceVersion".into(), json!(self.rv.to_string()));
         meta.insert("uid".into(), uid);

@@ -1,0 +1,112 @@
+//! Writing back to Kubernetes (Kubernetes mode only, leader only): Ingress status and Events.
+//!
+//! Flow: every reload of the control loop hands a `Report` (the `Inputs` it translated, which
+//! carry the Ingresses' current status, and the diagnostics) to a `watch` channel; the
+//! write-back task keeps only the newest. The task runs leader election (`lease`) every retry
+//! period; while it leads, each new report (and becoming leader) triggers one round: `status`
+//! plans the writes that differ from what the API shows and applies them, `events` turns
+//! diagnostics into Events. A round that failed, or held Events back, is retried on the next
+//! tick. When the control loop drops its sender (shutdown), the task releases the Lease and ends.
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::{
+    source::Inputs,
+    translate::{ClassOptions, Diagnostic},
+};
+
+pub mod events;
+pub mod lease;
+pub mod status;
+
+/// What one reload saw.
+#[derive(Debug)]
+pub struct Report {
+    pub inputs: Inputs,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// How the write-back task runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Namespace and name of the leader election Lease.
+    pub lease_namespace: String,
+    pub lease_name: String,
+    /// Who we are in the Lease and in Events.
+    pub identity: String,
+    pub lease_duration: Duration,
+    /// `--publish-status-address` (empty: status is not written, only cleared).
+    pub publish_addresses: Vec<String>,
+    pub classes: ClassOptions,
+}
+
+impl Config {
+    /// Leader election retries (and renews) this often.
+    pub fn retry_period(&self) -> Duration {
+        (self.lease_duration / 7).max(Duration::from_millis(200))
+    }
+}
+
+/// Spawns the task on the current runtime. Dropping the sender of `reports` stops it.
+pub fn spawn(
+    client: Client,
+    config: Config,
+    reports: watch::Receiver<Option<Arc<Report>>>,
+) -> JoinHandle<()> {
+    tokio::spawn(run(client, config, reports))
+}
+
+async fn run(client: Client, config: Config, mut reports: watch::Receiver<Option<Arc<Report>>>) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &config.lease_namespace);
+    let mut elector = lease::Elector::new(
+        leases,
+        &config.lease_name,
+        &config.identity,
+        config.lease_duration,
+    );
+    let mut events = events::EventSink::new(client.clone(), &config.identity);
+    let ours = status::entries(&config.publish_addresses);
+    if ours.is_empty() {
+        tracing::info!("no --publish-status-address: Ingress status is not written");
+    }
+    let mut tick = tokio::time::interval(config.retry_period());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retry = false;
+    let mut sent = status::Sent::default();
+    loop {
+        let round = tokio::select! {
+            _ = tick.tick() => {
+                let was = elector.is_leader();
+                elector.step().await && (!was || retry)
+            }
+            changed = reports.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                elector.is_leader()
+            }
+        };
+        if !round {
+            continue;
+        }
+        let Some(report) = reports.borrow_and_update().clone() else {
+            continue;
+        };
+        {
+            let changes = status::plan(
+                &report.inputs.ingresses,
+                &report.inputs.ingress_classes,
+                &config.classes,
+                &ours,
+            );
+            let changes = sent.unsent(changes);
+            let failed = status::apply(&client, &changes, &mut sent).await;
+            events.publish(&report.diagnostics, &report.inputs).await;
+            retry = failed > 0 || events.pending;
+        }
+    }
+    elector.release().await;
+}
