@@ -312,3 +312,41 @@ impl Health {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_one_change_and_a_stream_of_changes_is_capped() {
+        let notify = Arc::new(Notify::new());
+        let changes = Changes(notify.clone());
+        // A burst: one change, reported once the burst is quiet.
+        for _ in 0..5 {
+            notify.notify_one();
+        }
+        let started = tokio::time::Instant::now();
+        changes.changed().await;
+        assert!(started.elapsed() >= DEBOUNCE_QUIET);
+        assert!(started.elapsed() < DEBOUNCE_MAX);
+        let quiet = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await;
+        assert!(quiet.is_err(), "the burst was reported twice");
+
+        // Changes every 10 ms for a long time: still reported within DEBOUNCE_MAX.
+        let feeder = notify.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                feeder.notify_one();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let started = tokio::time::Instant::now();
+        changes.changed().await;
+        assert!(
+            started.elapsed() <= DEBOUNCE_MAX + DEBOUNCE_QUIET,
+            "{:?}",
+            started.elapsed()
+        );
+        task.abort();
+    }
+}
