@@ -17,6 +17,7 @@
 //! - the API server going away mid-watch: the daemon keeps serving the last snapshot, logs the
 //!   loss once per kind, and reconverges when the server comes back on the same port;
 //! - a 410 Gone on resume forces a relist, and the daemon converges on what changed;
+//! - a TLS Secret from the API is served over HTTPS, and its rotation reaches new handshakes;
 //! - an API server that is not there at start: nothing is served (not even /readyz) until every
 //!   kind is listed; no source, a bad kubeconfig, or two sources: a clear error.
 use std::{net::SocketAddr, time::Duration};
@@ -24,6 +25,7 @@ use std::{net::SocketAddr, time::Duration};
 use integration_tests::{
     daemon::{poll, run_to_exit, yaml, Backends, Daemon, DaemonConfig, HttpConn},
     fakeapi::{self, FakeApi, Kind},
+    tls::{client_config, tls_ingress, tls_secret, Ca, Https, Trust},
 };
 
 const HOST: &str = "cafe.example.com";
@@ -435,4 +437,41 @@ fn start_fails_clearly_without_one_source() {
     let (status, out) = run_to_exit(&both, Duration::from_secs(10));
     assert!(!status.success(), "{out}");
     assert!(out.contains("cannot be used with"), "{out}");
+}
+
+#[test]
+fn a_tls_secret_from_the_api_is_served_and_its_rotation_reaches_new_handshakes() {
+    let c = Cluster::new();
+    let web = c.backends.demo("web-1");
+    c.api.apply_yaml(&ingress_class("xdp-ingress", OURS, false));
+    c.api
+        .apply_yaml(&yaml::service_with_endpoints("web", &[web]));
+    let ca = Ca::new();
+    let old = ca.ecdsa(&["secure.example.com"]);
+    c.api.apply_yaml(&tls_secret("secure", &old));
+    c.api.apply_yaml(&tls_ingress(
+        "secure",
+        &[("kubernetes.io/ingress.class", "xdp-ingress")],
+        &[(&["secure.example.com"], "secure")],
+        &[("secure.example.com", "web")],
+    ));
+    let d = c.daemon(17000, &[]);
+    let https = Https::new();
+    let strict = client_config(&ca, Trust::TestCa, &["http/1.1"]);
+    let mut conn = https
+        .connect(d.https_addr(), "secure.example.com", &strict)
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", d.log.text()));
+    assert!(conn.session.leaf == old.leaf_der);
+    let (r, _) = conn.get("secure.example.com", "/").unwrap();
+    assert_eq!(r.server(), "web-1", "{r:?}");
+
+    // Rotated in the API: new handshakes get the new certificate.
+    let new = ca.rsa(&["secure.example.com"]);
+    c.api.apply_yaml(&tls_secret("secure", &new));
+    poll(CONVERGE, "the rotated certificate", || {
+        let s = https
+            .handshake(d.https_addr(), "secure.example.com", &strict)
+            .ok()?;
+        (s.leaf == new.leaf_der).then_some(())
+    });
 }

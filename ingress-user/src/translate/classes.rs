@@ -316,6 +316,7 @@ kind: Ingress
 metadata: {{name: broken-foreign}}
 spec:
   ingressClassName: nginx
+  tls: [{{hosts: [foreign.example], secretName: missing}}]
   rules:
   - host: '*.bad'
     http:
@@ -343,6 +344,7 @@ spec:
         assert!(snap.routes.default_backend.is_some());
         assert!(snap.routes.any_host.paths.is_empty());
         assert!(snap.routes.hosts.is_empty() && snap.routes.wildcards.is_empty());
+        assert!(snap.tls.exact.is_empty() && snap.tls.wildcard.is_empty());
     }
 
     #[test]

@@ -186,7 +186,7 @@ pub fn translate_with(inputs: &Inputs, options: &Options) -> (Snapshot, Vec<Diag
         any_host: HostRoutes::new(any_host),
         default_backend,
     };
-    let tls = tls::collect(&inputs.ingresses, &inputs.secrets, &mut diags);
+    let tls = tls::collect(&ingresses, &inputs.secrets, &mut diags);
 
     diags.sort();
     diags.dedup();
