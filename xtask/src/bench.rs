@@ -7,6 +7,10 @@
 //!    rules, in network namespaces (installs iptables with apt when it is missing).
 //!
 //! Options are routed to the program that owns them; see `docs/benchmarks.md`.
+//!
+//! `bench http` installs nginx, HAProxy, wrk and h2load from Debian when one is missing, builds
+//! xdp-ingress, `bench_http` and `bench_backend` in release and runs `bench_http`, which puts
+//! xdp-ingress (no XDP), nginx and HAProxy side by side in front of the same backend on loopback.
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context as _};
@@ -26,7 +30,10 @@ const CONNECT_OPTIONS: [&str; 7] = [
     "--xdp-mode",
 ];
 
-const USAGE: &str = "usage: cargo xtask bench xdp [--part all|test-run|connect]
+const USAGE: &str = "usage: cargo xtask bench http [--seconds S] [--rounds N] [--workers N]
+    [--proxy-cpus LIST] [--load-cpus LIST] [--connections N] [--streams N]
+    [--load-threads N] [--scenarios h1,h1-10k,h1-1m,h2-tls,tls-new]   (bench_http)
+       cargo xtask bench xdp [--part all|test-run|connect]
     [--repeat N] [--runs N] [--cpu N]                      (part 1, bench_xdp)
     [--seconds S] [--rounds N] [--client-threads N] [--server-threads N]
     [--rules N] [--iptables auto|legacy|nft] [--xdp-mode native|generic]
@@ -35,6 +42,7 @@ const USAGE: &str = "usage: cargo xtask bench xdp [--part all|test-run|connect]
 pub fn run(what: &str, args: &[String]) -> anyhow::Result<()> {
     match what {
         "xdp" => xdp(args),
+        "http" => http(args),
         other => bail!("unknown benchmark `{other}`\n{USAGE}"),
     }
 }
@@ -125,6 +133,70 @@ fn xdp(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Debian packages `bench http` needs, and a file each one installs.
+const HTTP_PACKAGES: [(&str, &str); 4] = [
+    ("nginx", "/usr/sbin/nginx"),
+    ("haproxy", "/usr/sbin/haproxy"),
+    ("wrk", "/usr/bin/wrk"),
+    ("nghttp2-client", "/usr/bin/h2load"),
+];
+
+fn http(args: &[String]) -> anyhow::Result<()> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let missing: Vec<&str> = HTTP_PACKAGES
+        .iter()
+        .filter(|(_, file)| !std::path::Path::new(file).exists())
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("xtask bench: installing {} with apt-get", missing.join(" "));
+        apt_install(&missing)?;
+    }
+    util::cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "ingress-user",
+        "--package",
+        "integration-tests",
+        "--bin",
+        "xdp-ingress",
+        "--bin",
+        "bench_http",
+        "--bin",
+        "bench_backend",
+    ])?;
+    let release = target_dir().join("release");
+    println!("{}", machine());
+    util::run(
+        Command::new(release.join("bench_http"))
+            .arg("--xdp-ingress")
+            .arg(release.join("xdp-ingress"))
+            .arg("--backend")
+            .arg(release.join("bench_backend"))
+            .args(args),
+    )
+}
+
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    let install = || {
+        util::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(packages)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    };
+    if install().is_err() {
+        util::run(Command::new("apt-get").args(["update", "-qq"]))?;
+        install()?;
+    }
+    Ok(())
+}
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -158,22 +230,5 @@ fn ensure_iptables() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("xtask bench: iptables is missing; installing it with apt-get");
-    let install = || {
-        util::run(
-            Command::new("apt-get")
-                .args([
-                    "install",
-                    "-y",
-                    "-qq",
-                    "--no-install-recommends",
-                    "iptables",
-                ])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )
-    };
-    if install().is_err() {
-        util::run(Command::new("apt-get").args(["update", "-qq"]))?;
-        install()?;
-    }
-    Ok(())
+    apt_install(&["iptables"])
 }

@@ -41,9 +41,10 @@ enum Command {
     },
     /// rustfmt --check and clippy -D warnings over the workspace.
     Lint,
-    /// Benchmarks (not timed tests): `bench xdp` prints ns/packet and connections/s ratios.
+    /// Benchmarks (not timed tests): `bench xdp` prints ns/packet and connections/s ratios,
+    /// `bench http` requests/s, latency, CPU and memory against nginx and HAProxy.
     Bench {
-        /// Which benchmark: xdp.
+        /// Which benchmark: xdp or http.
         what: String,
         /// Options for it (see docs/benchmarks.md), e.g. --seconds 5 --rounds 3.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
