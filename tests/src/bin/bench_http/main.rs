@@ -248,7 +248,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     println!(
-        "{} workers each; proxies pinned to CPU {}, wrk/h2load and the backend to CPU {}; \
+        "{} worker(s) each; proxies pinned to CPU {}, wrk/h2load and the backend to CPU {}; \
          {} connections, {} load thread(s), h2 {} streams/connection; {} s per measurement, {} rounds",
         args.workers,
         args.proxy_cpus,
