@@ -121,6 +121,14 @@ pub struct RunArgs {
     /// cookie from one node is honoured by all. Default: random at each start.
     #[arg(long, env = "XDP_INGRESS_SESSION_COOKIE_KEY", hide_env_values = true, value_parser = SessionKey::from_hex)]
     pub session_cookie_key: Option<SessionKey>,
+    /// Largest request body forwarded, like ingress-nginx's proxy-body-size: a number of bytes
+    /// with an optional k, m or g suffix (`8m`); `0` = unlimited. Larger bodies get 413.
+    #[arg(long, default_value = "1m", value_parser = parse_size)]
+    pub max_body_bytes: u64,
+    /// Largest request head (request line and headers) accepted; larger ones get 431.
+    /// At least 8k.
+    #[arg(long, default_value = "64k", value_parser = parse_size)]
+    pub max_header_bytes: u64,
     /// Enables POST /debug/crash-worker?slot=N on the admin address (tests only).
     #[arg(long, hide = true)]
     pub test_hooks: bool,
@@ -171,6 +179,26 @@ impl WritebackArgs {
             classes,
         }
     }
+}
+
+/// `1024`, `8k`, `8m`, `1g` (powers of 1024, case-insensitive) → bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let (digits, unit) = match t.strip_suffix(['k', 'm', 'g']) {
+        Some(d) => (d, t.as_bytes()[t.len() - 1]),
+        None => (t.as_str(), b' '),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (like 1024, 8k, 8m, 1g)"))?;
+    let shift = match unit {
+        b'k' => 10,
+        b'm' => 20,
+        b'g' => 30,
+        _ => 0,
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// The global load-balancing strategies (per-Ingress annotations add the others).

@@ -135,6 +135,11 @@ impl Backend {
     pub fn pick(&self, req: &RequestInfo<'_>) -> Option<Pick<'_>> {
         self.balancer.pick(req)
     }
+
+    /// Another endpoint than `failed`'s, for one retry after a connect failure.
+    pub fn retry(&self, failed: &Pick<'_>) -> Option<Pick<'_>> {
+        self.balancer.retry(failed)
+    }
 }
 
 /// How an Ingress path matches (`spec.rules[].http.paths[].pathType`).

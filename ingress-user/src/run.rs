@@ -29,7 +29,7 @@ use crate::{
     metrics::{Metrics, ReloadLabels},
     proxy::{
         tls::{self, CertResolver},
-        BoundPool, PoolConfig, PublicPort, UpstreamTimeouts, WorkerPool,
+        BoundPool, Limits, PoolConfig, PublicPort, UpstreamTimeouts, WorkerPool,
     },
     publish::Publisher,
     source::active::Active,
@@ -233,6 +233,10 @@ fn start(
         worker_port_base: args.worker_port_base,
         bind_ip: IpAddr::from([0, 0, 0, 0]),
         timeouts: UpstreamTimeouts::default(),
+        limits: Limits {
+            max_body_bytes: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
+            max_header_bytes: usize::try_from(args.max_header_bytes).unwrap_or(usize::MAX),
+        },
         header_read_timeout: Duration::from_secs(30),
         grace: Duration::from_secs(args.drain_seconds),
         steer_by: args.steer_by,

@@ -33,13 +33,17 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::model::{HashKey, Strategy};
 
 mod hash;
+mod health;
 mod sticky;
 #[cfg(test)]
 mod tests;
 
 pub use hash::SessionKey;
 use hash::{Ring, StableHasher};
+use health::Health;
 use sticky::Sticky;
+
+pub use health::{COOL_DOWN, FAILURES};
 
 /// What a strategy may read from a request.
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +61,8 @@ pub struct RequestInfo<'a> {
 pub struct Balancer {
     endpoints: Vec<SocketAddr>,
     policy: Policy,
+    /// Passive health (connect failures), shared by every worker.
+    health: Health,
 }
 
 #[derive(Debug)]
@@ -91,6 +97,7 @@ impl Balancer {
         Self {
             endpoints: endpoints.to_vec(),
             policy,
+            health: Health::new(n),
         }
     }
 
@@ -119,11 +126,32 @@ impl Balancer {
                 index
             }
         };
+        // An endpoint ejected by passive health checks is passed over for the next one.
+        let index = self.health.first_healthy(index, now);
         Some(Pick {
             endpoint: self.endpoints[index],
             set_cookie,
             index,
             ewma,
+            health: &self.health,
+            finished: false,
+        })
+    }
+
+    /// Another endpoint than `failed` (the next one that is not ejected), for a retry after a
+    /// connect failure; `None` when there is no other.
+    pub fn retry(&self, failed: &Pick<'_>) -> Option<Pick<'_>> {
+        let n = self.endpoints.len();
+        let now = Instant::now();
+        let index = (1..n)
+            .map(|k| (failed.index + k) % n)
+            .find(|&i| !self.health.ejected(i, now))?;
+        Some(Pick {
+            endpoint: self.endpoints[index],
+            set_cookie: None,
+            index,
+            ewma: None,
+            health: &self.health,
             finished: false,
         })
     }
@@ -138,10 +166,21 @@ pub struct Pick<'a> {
     pub set_cookie: Option<HeaderValue>,
     index: usize,
     ewma: Option<&'a Ewma>,
+    health: &'a Health,
     finished: bool,
 }
 
 impl Pick<'_> {
+    /// Reports the connect attempt to this endpoint; true when this failure ejected it.
+    pub fn connected(&self, ok: bool) -> bool {
+        if ok {
+            self.health.success(self.index);
+            false
+        } else {
+            self.health.failure(self.index, Instant::now())
+        }
+    }
+
     /// The upstream answered (`ok`: a response head arrived) or failed after `latency`.
     pub fn done(mut self, latency: Duration, ok: bool) {
         self.finished = true;

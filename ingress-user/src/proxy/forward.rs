@@ -14,26 +14,51 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{header, uri::PathAndQuery, HeaderValue, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use http::{
+    header, uri::PathAndQuery, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
+};
+use http_body_util::{Either, Empty, Full, LengthLimitError, Limited};
+use hyper::body::{Body as _, Incoming};
 use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
+    client::legacy::{connect::HttpConnector, Client, Error as ClientError},
     rt::{TokioExecutor, TokioTimer},
 };
 
 use super::{
-    balance::{Pick, RequestInfo},
+    balance::{self, Pick, RequestInfo},
     headers::{self, ClientSide},
-    router, tls,
+    router, tls, websocket,
 };
 use crate::{
     metrics::{code_class, ProxyMetrics, RequestLabels, UpstreamErrorLabels},
+    model::Backend,
     publish::SnapshotReader,
 };
 
 /// Body of every response the proxy sends: the upstream's streamed body, or a short one of ours.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// Body of a request sent upstream: the client's, capped at `Limits::max_body_bytes`, or none
+/// (a retry).
+pub type UpstreamBody = Either<Limited<Incoming>, Empty<Bytes>>;
+
+/// Size limits of requests (ingress-nginx: `proxy-body-size`, `large-client-header-buffers`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Larger request bodies are answered with 413 (`None`: unlimited).
+    pub max_body_bytes: Option<u64>,
+    /// Request heads larger than this are answered with 431 by hyper.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: Some(1 << 20),
+            max_header_bytes: 64 << 10,
+        }
+    }
+}
 
 /// Timeouts of the upstream side.
 #[derive(Clone, Copy, Debug)]
@@ -55,10 +80,11 @@ impl Default for UpstreamTimeouts {
 /// Per-worker forwarding state: the pooled client, the snapshot handle, metrics.
 #[derive(Debug)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, UpstreamBody>,
     snapshots: SnapshotReader,
     metrics: ProxyMetrics,
     timeouts: UpstreamTimeouts,
+    limits: Limits,
     ids: RequestIds,
     /// The public HTTPS port, when HTTPS is served (redirects point there).
     https_port: Option<u16>,
@@ -79,6 +105,7 @@ impl Forwarder {
         snapshots: SnapshotReader,
         metrics: ProxyMetrics,
         timeouts: UpstreamTimeouts,
+        limits: Limits,
         https_port: Option<u16>,
     ) -> Self {
         let mut connector = HttpConnector::new();
@@ -96,6 +123,7 @@ impl Forwarder {
             snapshots,
             metrics,
             timeouts,
+            limits,
             ids: RequestIds::new(),
             https_port,
         }
@@ -157,13 +185,10 @@ impl Forwarder {
                 Outcome::local(StatusCode::SERVICE_UNAVAILABLE, "no_endpoints", why)
                     .with_backend(backend.service.to_string())
             }
-            (None, Some((backend, Some(pick)))) => {
-                let endpoint = pick.endpoint;
-                self.forward(req, pick, &host)
-                    .await
-                    .with_backend(backend.service.to_string())
-                    .with_endpoint(endpoint)
-            }
+            (None, Some((backend, Some(pick)))) => self
+                .forward(req, backend, pick, &host)
+                .await
+                .with_backend(backend.service.to_string()),
         };
 
         let status = outcome.response.status();
@@ -198,25 +223,47 @@ impl Forwarder {
         Ok(outcome.response)
     }
 
-    async fn forward(&self, mut req: Request<Incoming>, mut pick: Pick<'_>, host: &str) -> Outcome {
-        let endpoint = pick.endpoint;
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        backend: &Backend,
+        mut pick: Pick<'_>,
+        host: &str,
+    ) -> Outcome {
+        let service = backend.service.to_string();
+        let max_body = self.limits.max_body_bytes;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let (Some(max), Some(len)) = (max_body, declared) {
+            if len > max {
+                return Outcome::local(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("request body of {len} bytes exceeds the limit of {max} bytes"),
+                );
+            }
+        }
         let path_and_query = req
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(endpoint.to_string())
-            .path_and_query(path_and_query)
-            .build();
-        let Ok(uri) = uri else {
+        let Some(uri) = upstream_uri(pick.endpoint, &path_and_query) else {
             return Outcome::local(
                 StatusCode::BAD_REQUEST,
                 "protocol",
                 "request target cannot be forwarded".into(),
             );
         };
+        // An HTTP/1.1 upgrade (WebSocket): keep its headers, take the client side's upgrade.
+        let upgrade = match req.version() {
+            Version::HTTP_11 => websocket::requested(req.headers()),
+            _ => None,
+        };
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         // HTTP/2 requests carry the host in the URI: make it the Host header for HTTP/1.1.
         if !req.headers().contains_key(header::HOST) {
             if let Ok(value) = HeaderValue::from_str(host) {
@@ -226,18 +273,63 @@ impl Forwarder {
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
         headers::strip_hop_by_hop(req.headers_mut());
+        if let Some(upgrade) = upgrade.clone() {
+            websocket::restore(req.headers_mut(), upgrade);
+        }
+        // A request without a body and with an idempotent method can be sent again after a
+        // connect failure (nothing reached the first endpoint).
+        let replay = (is_idempotent(req.method()) && req.body().is_end_stream())
+            .then(|| (req.method().clone(), req.headers().clone()));
+        let limit = max_body.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+        let req = req.map(|body| Either::Left(Limited::new(body, limit)));
 
         let sent = Instant::now();
-        let result = tokio::time::timeout(self.timeouts.response, self.client.request(req)).await;
+        let mut result = self.send(req).await;
+        if let Ok(Err(err)) = &result {
+            if err.is_connect() {
+                self.connect_failed(&service, &pick, err);
+                let retry = replay.and_then(|(method, headers)| {
+                    let next = backend.retry(&pick)?;
+                    let mut req = Request::new(Either::Right(Empty::new()));
+                    *req.method_mut() = method;
+                    *req.uri_mut() = upstream_uri(next.endpoint, &path_and_query)?;
+                    *req.headers_mut() = headers;
+                    Some((next, req))
+                });
+                if let Some((next, req)) = retry {
+                    tracing::info!(backend = %service, failed = %pick.endpoint, endpoint = %next.endpoint, "retrying on another endpoint after a connect failure");
+                    pick.done(sent.elapsed(), false);
+                    pick = next;
+                    result = self.send(req).await;
+                    if let Ok(Err(err)) = &result {
+                        if err.is_connect() {
+                            self.connect_failed(&service, &pick, err);
+                        }
+                    }
+                }
+            }
+        }
+        let endpoint = pick.endpoint;
+        if let Ok(Ok(_)) = &result {
+            pick.connected(true);
+        }
         let set_cookie = pick.set_cookie.take();
         pick.done(sent.elapsed(), matches!(result, Ok(Ok(_))));
-        match result {
+        let outcome = match result {
             Err(_) => Outcome::local(
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout",
                 format!(
                     "upstream {endpoint} sent no response within {:?}",
                     self.timeouts.response
+                ),
+            ),
+            Ok(Err(err)) if is_length_limit(&err) => Outcome::local(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "request body exceeds the limit of {} bytes",
+                    max_body.unwrap_or_default()
                 ),
             ),
             Ok(Err(err)) => {
@@ -255,9 +347,20 @@ impl Forwarder {
                     ),
                 )
             }
-            Ok(Ok(resp)) => {
+            Ok(Ok(mut resp)) => {
+                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                let backend_upgrade = match (switching, client_upgrade) {
+                    (true, Some(client)) => {
+                        websocket::splice(client, hyper::upgrade::on(&mut resp), endpoint);
+                        websocket::requested(resp.headers())
+                    }
+                    _ => None,
+                };
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
+                if let Some(upgrade) = backend_upgrade {
+                    websocket::restore(&mut parts.headers, upgrade);
+                }
                 if let Some(cookie) = set_cookie {
                     parts.headers.append(header::SET_COOKIE, cookie);
                 }
@@ -269,8 +372,64 @@ impl Forwarder {
                     error: None,
                 }
             }
+        };
+        outcome.with_endpoint(endpoint)
+    }
+
+    /// Sends one request upstream, bounded by the response timeout.
+    async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Result<Response<Incoming>, ClientError>, tokio::time::error::Elapsed> {
+        tokio::time::timeout(self.timeouts.response, self.client.request(req)).await
+    }
+
+    /// Counts a connect failure for passive health; logs it, and the ejection it may cause.
+    fn connect_failed(&self, service: &str, pick: &Pick<'_>, err: &ClientError) {
+        let reason = crate::dataplane::error_chain(err);
+        if pick.connected(false) {
+            tracing::warn!(
+                backend = %service,
+                endpoint = %pick.endpoint,
+                reason = %reason,
+                failures = balance::FAILURES,
+                cool_down = ?balance::COOL_DOWN,
+                "endpoint ejected after consecutive connect failures"
+            );
+        } else {
+            tracing::warn!(backend = %service, endpoint = %pick.endpoint, reason = %reason, "upstream connect failed");
         }
     }
+}
+
+/// `http://endpoint/path?query`.
+fn upstream_uri(endpoint: SocketAddr, path_and_query: &PathAndQuery) -> Option<Uri> {
+    Uri::builder()
+        .scheme("http")
+        .authority(endpoint.to_string())
+        .path_and_query(path_and_query.clone())
+        .build()
+        .ok()
+}
+
+/// Methods that may be sent twice (RFC 9110 §9.2.2) and are retried after a connect failure.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
+/// The client failed because the request body went over `Limits::max_body_bytes`.
+fn is_length_limit(err: &ClientError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The host a request is for: the URI authority (HTTP/2, absolute-form) or the Host header.

@@ -13,6 +13,7 @@ pub mod headers;
 pub mod listener;
 pub mod router;
 pub mod tls;
+pub mod websocket;
 pub mod worker;
 
 use std::{
@@ -24,7 +25,7 @@ use std::{
 
 use tokio::sync::{watch, Notify};
 
-pub use forward::UpstreamTimeouts;
+pub use forward::{Limits, UpstreamTimeouts};
 use listener::{bind, worker_port, ListenError};
 use worker::{WorkerListener, WorkerSpec};
 
@@ -65,6 +66,7 @@ pub struct PoolConfig {
     pub worker_port_base: u16,
     pub bind_ip: IpAddr,
     pub timeouts: UpstreamTimeouts,
+    pub limits: Limits,
     pub header_read_timeout: Duration,
     pub grace: Duration,
     pub steer_by: SteerBy,
@@ -204,6 +206,7 @@ impl WorkerPool {
             snapshots: self.snapshots.clone(),
             metrics: self.metrics.clone(),
             timeouts: self.config.timeouts,
+            limits: self.config.limits,
             header_read_timeout: self.config.header_read_timeout,
             grace: self.config.grace,
             crash: crash.clone(),

@@ -4,7 +4,7 @@
 //!
 //! Accept tasks feed accepted connections to the worker loop; each connection gets its own task
 //! that, on the HTTPS port, first runs the TLS handshake (`tls::handshake`), then is served by
-//! hyper-util's auto server (HTTP/1.1 keep-alive, HTTP/2 by ALPN over TLS or h2c prior knowledge)
+//! hyper-util's auto server (HTTP/1.1 keep-alive and upgrades such as WebSocket, HTTP/2 by ALPN over TLS or h2c prior knowledge)
 //! through `Forwarder`. On
 //! shutdown the worker stops accepting, lets in-flight requests finish (HTTP/1.1 connections are
 //! closed after their current response, HTTP/2 gets GOAWAY), and gives up after the grace period.
@@ -19,7 +19,7 @@ use tokio::{net::TcpStream, sync::mpsc, sync::watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::{
-    forward::{Downstream, Forwarder, UpstreamTimeouts},
+    forward::{Downstream, Forwarder, Limits, UpstreamTimeouts},
     tls::{self, Stream},
 };
 use crate::{metrics::ProxyMetrics, publish::SnapshotReader};
@@ -44,6 +44,7 @@ pub struct WorkerSpec {
     pub snapshots: SnapshotReader,
     pub metrics: ProxyMetrics,
     pub timeouts: UpstreamTimeouts,
+    pub limits: Limits,
     pub header_read_timeout: Duration,
     pub grace: Duration,
     /// Test hook: notified → the main loop panics, as a bug in the worker would.
@@ -69,7 +70,7 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
     runtime.block_on(async move {
         let slot = spec.slot;
         let https_port = spec.listeners.iter().find(|l| l.tls.is_some()).map(|l| l.public_port);
-        let forwarder = Arc::new(Forwarder::new(spec.snapshots, spec.metrics.clone(), spec.timeouts, https_port));
+        let forwarder = Arc::new(Forwarder::new(spec.snapshots, spec.metrics.clone(), spec.timeouts, spec.limits, https_port));
         let (tx, mut accepted) = mpsc::channel::<Accepted>(1024);
         let mut acceptors = tokio::task::JoinSet::new();
         for l in spec.listeners {
@@ -101,8 +102,8 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
         drop(tx);
 
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(spec.header_read_timeout).keep_alive(true);
-        builder.http2().timer(TokioTimer::new()).max_concurrent_streams(250);
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(spec.header_read_timeout).keep_alive(true).max_buf_size(spec.limits.max_header_bytes.max(8192));
+        builder.http2().timer(TokioTimer::new()).max_concurrent_streams(250).max_header_list_size(u32::try_from(spec.limits.max_header_bytes).unwrap_or(u32::MAX));
         let graceful = GracefulShutdown::new();
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tracing::debug!(slot, "worker running");
@@ -142,7 +143,7 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
                             Some(acceptor) => tls::handshake(&acceptor, stream, peer, &metrics).await,
                         };
                         if let Some(stream) = stream {
-                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                             if let Err(err) = watcher.watch(conn.into_owned()).await {
                                 tracing::debug!(%peer, error = %err, "connection ended with an error");
                             }

@@ -1,0 +1,372 @@
+//! Protocol support and resilience of the real `xdp-ingress run` binary, from the outside (like
+//! `tests/routing.rs`: one daemon per test, manifests in a tempdir, backends on 127.0.0.1, worker
+//! ports from `BASES`, requests hand-written).
+//!
+//! Covered:
+//! - WebSocket: the upgrade reaches the backend with its headers, the 101 comes back, and text
+//!   frames echo through the spliced connection;
+//! - `--max-body-bytes`: a declared Content-Length over the limit is 413 before forwarding, a
+//!   chunked body that grows over it is 413 too, one under it is forwarded;
+//! - a request head over `--max-header-bytes` is 431;
+//! - one endpoint of two refuses connections: every GET still succeeds (retried on the other
+//!   endpoint), and the refusing endpoint is ejected with a log line naming it.
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    thread,
+    time::Duration,
+};
+
+use integration_tests::daemon::{
+    write_manifest, yaml, Backends, Daemon, DaemonConfig, HttpConn, IO_TIMEOUT,
+};
+
+/// Worker-port bases, one per test, in ranges no other test binary uses.
+const BASES: [u16; 6] = [14000, 14600, 15200, 15800, 16400, 17000];
+
+/// `service` with `endpoints`, and an Ingress routing every path of `host` to it.
+fn setup(
+    dir: &Path,
+    host: &str,
+    service: &str,
+    endpoints: &[SocketAddr],
+    annotations: &[(&str, &str)],
+) {
+    write_manifest(
+        dir,
+        &format!("{service}.yaml"),
+        &yaml::service_with_endpoints(service, endpoints),
+    );
+    let mut ingress = yaml::ingress(&format!("{service}-ing"), host, &[("/", service)]);
+    if !annotations.is_empty() {
+        let mut a = String::from("  annotations:\n");
+        for (k, v) in annotations {
+            a.push_str(&format!("    {k}: {v:?}\n"));
+        }
+        ingress = ingress.replacen(
+            "  namespace: default\n",
+            &format!("  namespace: default\n{a}"),
+            1,
+        );
+    }
+    write_manifest(dir, "ing.yaml", &ingress);
+}
+
+/// A backend on its own threads: each connection is handed to `serve` (bounded: the listener
+/// lives as long as the test process, each connection ends with its peer).
+fn raw_backend(serve: fn(TcpStream)) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let addr = listener.local_addr().expect("local_addr");
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+            thread::spawn(move || serve(stream));
+        }
+    });
+    addr
+}
+
+/// Reads a request head (up to the empty line) from `r`.
+fn read_head(r: &mut impl BufRead) -> Option<Vec<String>> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end().to_owned();
+        if line.is_empty() {
+            return Some(lines);
+        }
+        lines.push(line);
+    }
+}
+
+fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
+    head.iter().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Writes one WebSocket frame (FIN, `opcode`), masked when `mask` (client to server).
+fn write_frame(w: &mut impl Write, opcode: u8, payload: &[u8], mask: bool) -> std::io::Result<()> {
+    let mut frame = vec![0x80 | opcode];
+    let m = if mask { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => frame.push(m | n as u8),
+        n => {
+            frame.push(m | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    let key = [0x12, 0x34, 0x56, 0x78];
+    if mask {
+        frame.extend_from_slice(&key);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        frame.extend_from_slice(payload);
+    }
+    w.write_all(&frame)
+}
+
+/// Reads one WebSocket frame: (opcode, unmasked payload).
+fn read_frame(r: &mut impl Read) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut h = [0u8; 2];
+    r.read_exact(&mut h)?;
+    let mut len = u64::from(h[1] & 0x7f);
+    if len == 126 {
+        let mut b = [0u8; 2];
+        r.read_exact(&mut b)?;
+        len = u64::from(u16::from_be_bytes(b));
+    } else if len == 127 {
+        let mut b = [0u8; 8];
+        r.read_exact(&mut b)?;
+        len = u64::from_be_bytes(b);
+    }
+    let mut key = [0u8; 4];
+    if h[1] & 0x80 != 0 {
+        r.read_exact(&mut key)?;
+    }
+    let mut payload = vec![0u8; len as usize];
+    r.read_exact(&mut payload)?;
+    if h[1] & 0x80 != 0 {
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= key[i % 4];
+        }
+    }
+    Ok((h[0] & 0x0f, payload))
+}
+
+/// A WebSocket echo server: answers the handshake (when the upgrade headers arrived), then
+/// echoes text frames until a close frame or EOF.
+fn websocket_echo(stream: TcpStream) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut writer = stream;
+    let Some(head) = read_head(&mut reader) else {
+        return;
+    };
+    let upgrade = header(&head, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+        && header(&head, "connection").is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"));
+    if !upgrade || header(&head, "sec-websocket-key").is_none() {
+        let _ = writer.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\nconnection: close\r\n\r\nno upgrade\n");
+        return;
+    }
+    // The accept value is not checked by the test client (the proxy passes it through).
+    let _ = writer.write_all(
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+          sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+    );
+    while let Ok((opcode, payload)) = read_frame(&mut reader) {
+        match opcode {
+            0x8 => {
+                let _ = write_frame(&mut writer, 0x8, &payload, false);
+                return;
+            }
+            0x1 => {
+                let mut echo = b"echo: ".to_vec();
+                echo.extend_from_slice(&payload);
+                if write_frame(&mut writer, 0x1, &echo, false).is_err() {
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn websocket_text_frames_echo_through_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = raw_backend(websocket_echo);
+    setup(dir.path(), "ws.example", "ws-svc", &[echo], &[]);
+    let d = Daemon::start(DaemonConfig::new(dir.path(), BASES[0]));
+
+    let stream = TcpStream::connect(d.http_addr()).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    writer
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nhost: ws.example\r\nupgrade: websocket\r\n\
+              connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              sec-websocket-version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let head =
+        read_head(&mut reader).unwrap_or_else(|| panic!("no response; log:\n{}", d.log.text()));
+    assert!(
+        head[0].starts_with("HTTP/1.1 101"),
+        "{head:?}; log:\n{}",
+        d.log.text()
+    );
+    assert_eq!(header(&head, "upgrade"), Some("websocket"), "{head:?}");
+    assert!(header(&head, "sec-websocket-accept").is_some(), "{head:?}");
+    for text in ["hello", "second message", &"x".repeat(300)] {
+        write_frame(&mut writer, 0x1, text.as_bytes(), true).unwrap();
+        let (opcode, payload) = read_frame(&mut reader).expect("echo frame");
+        assert_eq!(opcode, 0x1);
+        assert_eq!(String::from_utf8(payload).unwrap(), format!("echo: {text}"));
+    }
+    write_frame(&mut writer, 0x8, &[0x03, 0xe8], true).unwrap();
+    let (opcode, _) = read_frame(&mut reader).expect("close frame");
+    assert_eq!(opcode, 0x8);
+}
+
+/// A backend that reads the whole request body (Content-Length or chunked) and answers
+/// `200 read N`.
+fn body_sink(stream: TcpStream) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut writer = stream;
+    while let Some(head) = read_head(&mut reader) {
+        let mut n = 0usize;
+        if let Some(len) = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok()) {
+            let mut body = vec![0u8; len];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            n = len;
+        } else if header(&head, "transfer-encoding").is_some() {
+            loop {
+                let mut size = String::new();
+                if reader.read_line(&mut size).unwrap_or(0) == 0 {
+                    return;
+                }
+                let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+                    return;
+                };
+                let mut chunk = vec![0u8; size + 2];
+                if reader.read_exact(&mut chunk).is_err() {
+                    return;
+                }
+                if size == 0 {
+                    break;
+                }
+                n += size;
+            }
+        }
+        let body = format!("read {n}\n");
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends a chunked POST of `chunks` chunks of `size` bytes on a new connection; the status.
+fn post_chunked(addr: SocketAddr, host: &str, chunks: usize, size: usize) -> u16 {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nhost: {host}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    let _ = w.write_all(head.as_bytes());
+    for _ in 0..chunks {
+        // The proxy may answer and close before all chunks are written.
+        if w.write_all(format!("{size:x}\r\n{}\r\n", "a".repeat(size)).as_bytes())
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = w.write_all(b"0\r\n\r\n");
+    let mut reader = BufReader::new(stream);
+    let head = read_head(&mut reader).expect("a response");
+    head[0][9..12].parse().expect("status code")
+}
+
+#[test]
+fn bodies_over_the_limit_are_413_and_huge_heads_431() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = raw_backend(body_sink);
+    setup(dir.path(), "up.example", "up-svc", &[sink], &[]);
+    let mut config = DaemonConfig::new(dir.path(), BASES[1]);
+    config.extra_args = ["--max-body-bytes", "4k", "--max-header-bytes", "16k"]
+        .map(String::from)
+        .to_vec();
+    let d = Daemon::start(config);
+
+    let mut conn = HttpConn::connect(d.http_addr()).unwrap();
+    let r = conn
+        .send("POST", "up.example", "/upload", &[], &[b'a'; 1000])
+        .unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "read 1000\n"));
+    let r = conn
+        .send(
+            "POST",
+            "up.example",
+            "/upload",
+            &[("connection", "close")],
+            &[b'a'; 5000],
+        )
+        .unwrap();
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.body.len() < 40, "short body: {:?}", r.body);
+    d.log.wait_for(
+        &["status=413", "exceeds the limit of 4096 bytes"],
+        Duration::from_secs(5),
+    );
+
+    assert_eq!(post_chunked(d.http_addr(), "up.example", 3, 1000), 200);
+    assert_eq!(post_chunked(d.http_addr(), "up.example", 10, 1000), 413);
+
+    let mut conn = HttpConn::connect(d.http_addr()).unwrap();
+    let big = "b".repeat(20 << 10);
+    let r = conn.request("up.example", "/", &[("x-big", &big)]).unwrap();
+    assert_eq!(r.status, 431, "{r:?}");
+    let mut conn = HttpConn::connect(d.http_addr()).unwrap();
+    let fits = "b".repeat(8 << 10);
+    let r = conn
+        .request("up.example", "/", &[("x-big", &fits)])
+        .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+/// A loopback port where nothing listens (bound, then closed): connections are refused.
+fn dead_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+#[test]
+fn a_refusing_endpoint_is_retried_around_and_ejected() {
+    let b = Backends::new();
+    let dir = tempfile::tempdir().unwrap();
+    let alive = b.demo("alive");
+    let dead = dead_port();
+    setup(
+        dir.path(),
+        "retry.example",
+        "retry-svc",
+        &[alive, dead],
+        &[],
+    );
+    let d = Daemon::start(DaemonConfig::new(dir.path(), BASES[2]));
+
+    for i in 0..30 {
+        let mut conn = HttpConn::connect(d.http_addr()).unwrap();
+        let r = conn
+            .request("retry.example", &format!("/r/{i}"), &[])
+            .unwrap();
+        assert_eq!(
+            (r.status, r.server()),
+            (200, "alive"),
+            "GET {i}; log:\n{}",
+            d.log.text()
+        );
+    }
+    let line = d.log.wait_for(
+        &["endpoint ejected", &dead.to_string()],
+        Duration::from_secs(5),
+    );
+    assert!(line.contains("retry-svc"), "{line}");
+    d.log.wait_for(
+        &["retrying on another endpoint", &alive.to_string()],
+        Duration::from_secs(1),
+    );
+}
