@@ -8,6 +8,8 @@
 //! - `--max-body-bytes`: a declared Content-Length over the limit is 413 before forwarding, a
 //!   chunked body that grows over it is 413 too, one under it is forwarded;
 //! - a request head over `--max-header-bytes` is 431;
+//! - `backend-protocol: H2C`: an HTTP/2 cleartext backend's trailers reach an h2c client;
+//!   `backend-protocol: GRPC` with an unreachable backend answers HTTP 200 with `grpc-status` 14;
 //! - one endpoint of two refuses connections: every GET still succeeds (retried on the other
 //!   endpoint), and the refusing endpoint is ejected with a log line naming it.
 use std::{
@@ -50,7 +52,7 @@ fn setup(
             1,
         );
     }
-    write_manifest(dir, "ing.yaml", &ingress);
+    write_manifest(dir, &format!("{service}-ing.yaml"), &ingress);
 }
 
 /// A backend on its own threads: each connection is handed to `serve` (bounded: the listener
@@ -369,4 +371,130 @@ fn a_refusing_endpoint_is_retried_around_and_ejected() {
         &["retrying on another endpoint", &alive.to_string()],
         Duration::from_secs(1),
     );
+}
+
+/// An HTTP/2-only (prior knowledge) backend answering `h2 <version> te=<TE>` with trailers
+/// `grpc-status: 0` and `x-trailer: from-backend`.
+fn h2c_backend(rt: &tokio::runtime::Runtime) -> SocketAddr {
+    use http_body_util::{BodyExt as _, Full};
+    let std_listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let te = req
+                            .headers()
+                            .get("te")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                            .to_owned();
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        trailers
+                            .insert("x-trailer", http::HeaderValue::from_static("from-backend"));
+                        let body = Full::new(bytes::Bytes::from(format!(
+                            "h2 {:?} te={te}\n",
+                            req.version()
+                        )))
+                        .with_trailers(async move { Some(Ok(trailers)) });
+                        Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+/// One h2c (prior knowledge) request for `http://{host}{path}` to `addr`: status, headers,
+/// body and trailers.
+fn h2c_get(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> (u16, http::HeaderMap, String, Option<http::HeaderMap>) {
+    use http_body_util::{BodyExt as _, Empty};
+    let uri: http::Uri = format!("http://{host}{path}").parse().unwrap();
+    rt.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri(uri)
+            .header("te", "trailers")
+            .header("content-type", "application/grpc")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = tokio::time::timeout(IO_TIMEOUT, send.send_request(req))
+            .await
+            .expect("response in time")
+            .expect("response");
+        let (parts, body) = resp.into_parts();
+        let collected = body.collect().await.expect("body");
+        let trailers = collected.trailers().cloned();
+        let body = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+        (parts.status.as_u16(), parts.headers, body, trailers)
+    })
+}
+
+#[test]
+fn h2c_trailers_pass_through_and_grpc_failures_are_grpc_status() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let h2 = h2c_backend(&rt);
+    setup(
+        dir.path(),
+        "h2.example",
+        "h2-svc",
+        &[h2],
+        &[("xdp-ingress.io/backend-protocol", "H2C")],
+    );
+    setup(
+        dir.path(),
+        "grpc.example",
+        "grpc-svc",
+        &[dead_port()],
+        &[("nginx.ingress.kubernetes.io/backend-protocol", "GRPC")],
+    );
+    setup(dir.path(), "h1.example", "h1-svc", &[h2], &[]);
+    let d = Daemon::start(DaemonConfig::new(dir.path(), BASES[3]));
+
+    let (status, _, body, trailers) = h2c_get(&rt, d.http_addr(), "h2.example", "/svc/Call");
+    assert_eq!(status, 200, "{body}; log:\n{}", d.log.text());
+    assert_eq!(body, "h2 HTTP/2.0 te=trailers\n");
+    let trailers = trailers.expect("trailers through the proxy");
+    assert_eq!(trailers["x-trailer"], "from-backend");
+    assert_eq!(trailers["grpc-status"], "0");
+
+    let (status, headers, body, _) = h2c_get(&rt, d.http_addr(), "grpc.example", "/svc/Call");
+    assert_eq!((status, body.as_str()), (200, ""));
+    assert_eq!(headers["grpc-status"], "14", "{headers:?}");
+    assert_eq!(headers["content-type"], "application/grpc");
+    d.log.wait_for(
+        &["grpc-svc", "upstream connect failed"],
+        Duration::from_secs(5),
+    );
+
+    // The same HTTP/2-only backend spoken to with HTTP/1.1 (no annotation) fails: 502.
+    let mut conn = HttpConn::connect(d.http_addr()).unwrap();
+    let r = conn.request("h1.example", "/", &[]).unwrap();
+    assert_eq!(r.status, 502);
 }

@@ -183,22 +183,7 @@ impl WritebackArgs {
 
 /// `1024`, `8k`, `8m`, `1g` (powers of 1024, case-insensitive) → bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim().to_ascii_lowercase();
-    let (digits, unit) = match t.strip_suffix(['k', 'm', 'g']) {
-        Some(d) => (d, t.as_bytes()[t.len() - 1]),
-        None => (t.as_str(), b' '),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (like 1024, 8k, 8m, 1g)"))?;
-    let shift = match unit {
-        b'k' => 10,
-        b'm' => 20,
-        b'g' => 30,
-        _ => 0,
-    };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    crate::translate::annotations::size(text).map_err(|e| format!("{text:?}: {e}"))
 }
 
 /// The global load-balancing strategies (per-Ingress annotations add the others).

@@ -92,6 +92,8 @@ pub struct Backend {
     pub unavailable: Option<String>,
     /// How an endpoint is chosen (annotations of the Ingress, else the global default).
     pub strategy: Strategy,
+    /// How requests are sent to the endpoints (annotations of the Ingress).
+    pub upstream: UpstreamOptions,
     /// Selection state, shared by every worker for this snapshot.
     balancer: Balancer,
 }
@@ -126,6 +128,7 @@ impl Backend {
             endpoints,
             unavailable,
             strategy,
+            upstream: UpstreamOptions::default(),
             balancer,
         }
     }
@@ -221,6 +224,30 @@ pub struct RouteTable {
     pub any_host: HostRoutes,
     /// The oldest Ingress's `spec.defaultBackend`, else the daemon's `--default-backend`.
     pub default_backend: Option<PathRoute>,
+}
+
+/// The protocol spoken to a backend's endpoints (`backend-protocol` annotation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 (upgrades such as WebSocket included).
+    #[default]
+    Http,
+    /// HTTP/2 with prior knowledge, cleartext.
+    H2c,
+    /// HTTP/1.1 over TLS.
+    Https,
+    /// gRPC: HTTP/2 cleartext; the proxy's own failures are answered the gRPC way.
+    Grpc,
+}
+
+/// How requests are sent to a backend, from the annotations of the Ingress.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamOptions {
+    pub protocol: BackendProtocol,
+    /// `proxy-ssl-verify: on`: verify the backend's certificate (HTTPS).
+    pub ssl_verify: bool,
+    /// `proxy-body-size`: `Some(0)` unlimited, `None` the global `--max-body-bytes`.
+    pub max_body_bytes: Option<u64>,
 }
 
 /// How a backend chooses an endpoint per request.
@@ -325,6 +352,7 @@ impl PartialEq for Backend {
             && self.endpoints == other.endpoints
             && self.unavailable == other.unavailable
             && self.strategy == other.strategy
+            && self.upstream == other.upstream
     }
 }
 

@@ -15,23 +15,22 @@ use std::{
 
 use bytes::Bytes;
 use http::{
-    header, uri::PathAndQuery, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
+    header, uri::PathAndQuery, HeaderValue, Method, Request, Response, StatusCode, Version,
 };
 use http_body_util::{Either, Empty, Full, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client, Error as ClientError},
-    rt::{TokioExecutor, TokioTimer},
-};
+use hyper_util::client::legacy::Error as ClientError;
 
 use super::{
     balance::{self, Pick, RequestInfo},
     headers::{self, ClientSide},
-    router, tls, websocket,
+    router, tls,
+    upstream::{self, Upstreams},
+    websocket,
 };
 use crate::{
     metrics::{code_class, ProxyMetrics, RequestLabels, UpstreamErrorLabels},
-    model::Backend,
+    model::{Backend, BackendProtocol},
     publish::SnapshotReader,
 };
 
@@ -80,7 +79,7 @@ impl Default for UpstreamTimeouts {
 /// Per-worker forwarding state: the pooled client, the snapshot handle, metrics.
 #[derive(Debug)]
 pub struct Forwarder {
-    client: Client<HttpConnector, UpstreamBody>,
+    upstreams: Upstreams,
     snapshots: SnapshotReader,
     metrics: ProxyMetrics,
     timeouts: UpstreamTimeouts,
@@ -108,18 +107,8 @@ impl Forwarder {
         limits: Limits,
         https_port: Option<u16>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeouts.connect));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         Self {
-            client,
+            upstreams: Upstreams::new(timeouts.connect),
             snapshots,
             metrics,
             timeouts,
@@ -170,6 +159,7 @@ impl Forwarder {
             || self.ids.next(),
         );
 
+        let grpc = matches!(&chosen, Some((b, _)) if b.upstream.protocol == BackendProtocol::Grpc);
         let outcome = match (redirect, chosen) {
             (Some(location), _) => Outcome::redirect(location),
             (None, None) => Outcome::local(
@@ -191,6 +181,7 @@ impl Forwarder {
                 .with_backend(backend.service.to_string()),
         };
 
+        let outcome = if grpc { outcome.grpc() } else { outcome };
         let status = outcome.response.status();
         self.metrics
             .requests
@@ -231,7 +222,12 @@ impl Forwarder {
         host: &str,
     ) -> Outcome {
         let service = backend.service.to_string();
-        let max_body = self.limits.max_body_bytes;
+        let protocol = backend.upstream.protocol;
+        let max_body = match backend.upstream.max_body_bytes {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => self.limits.max_body_bytes,
+        };
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -251,7 +247,7 @@ impl Forwarder {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let Some(uri) = upstream_uri(pick.endpoint, &path_and_query) else {
+        let Some(uri) = upstream::uri(protocol, pick.endpoint, &path_and_query) else {
             return Outcome::local(
                 StatusCode::BAD_REQUEST,
                 "protocol",
@@ -259,10 +255,18 @@ impl Forwarder {
             );
         };
         // An HTTP/1.1 upgrade (WebSocket): keep its headers, take the client side's upgrade.
-        let upgrade = match req.version() {
-            Version::HTTP_11 => websocket::requested(req.headers()),
+        let upgrade = match (req.version(), protocol) {
+            (Version::HTTP_11, BackendProtocol::Http | BackendProtocol::Https) => {
+                websocket::requested(req.headers())
+            }
             _ => None,
         };
+        // gRPC servers want `TE: trailers` (the only TE value HTTP/2 allows).
+        let te_trailers = req
+            .headers()
+            .get_all(header::TE)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("trailers")));
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         // HTTP/2 requests carry the host in the URI: make it the Host header for HTTP/1.1.
         if !req.headers().contains_key(header::HOST) {
@@ -271,8 +275,11 @@ impl Forwarder {
             }
         }
         *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
         headers::strip_hop_by_hop(req.headers_mut());
+        if te_trailers && matches!(protocol, BackendProtocol::H2c | BackendProtocol::Grpc) {
+            req.headers_mut()
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if let Some(upgrade) = upgrade.clone() {
             websocket::restore(req.headers_mut(), upgrade);
         }
@@ -284,7 +291,7 @@ impl Forwarder {
         let req = req.map(|body| Either::Left(Limited::new(body, limit)));
 
         let sent = Instant::now();
-        let mut result = self.send(req).await;
+        let mut result = self.send(backend, req).await;
         if let Ok(Err(err)) = &result {
             if err.is_connect() {
                 self.connect_failed(&service, &pick, err);
@@ -292,7 +299,7 @@ impl Forwarder {
                     let next = backend.retry(&pick)?;
                     let mut req = Request::new(Either::Right(Empty::new()));
                     *req.method_mut() = method;
-                    *req.uri_mut() = upstream_uri(next.endpoint, &path_and_query)?;
+                    *req.uri_mut() = upstream::uri(protocol, next.endpoint, &path_and_query)?;
                     *req.headers_mut() = headers;
                     Some((next, req))
                 });
@@ -300,7 +307,7 @@ impl Forwarder {
                     tracing::info!(backend = %service, failed = %pick.endpoint, endpoint = %next.endpoint, "retrying on another endpoint after a connect failure");
                     pick.done(sent.elapsed(), false);
                     pick = next;
-                    result = self.send(req).await;
+                    result = self.send(backend, req).await;
                     if let Ok(Err(err)) = &result {
                         if err.is_connect() {
                             self.connect_failed(&service, &pick, err);
@@ -379,9 +386,12 @@ impl Forwarder {
     /// Sends one request upstream, bounded by the response timeout.
     async fn send(
         &self,
+        backend: &Backend,
         req: Request<UpstreamBody>,
     ) -> Result<Result<Response<Incoming>, ClientError>, tokio::time::error::Elapsed> {
-        tokio::time::timeout(self.timeouts.response, self.client.request(req)).await
+        let (protocol, verify) = (backend.upstream.protocol, backend.upstream.ssl_verify);
+        let sending = self.upstreams.send(protocol, verify, req);
+        tokio::time::timeout(self.timeouts.response, sending).await
     }
 
     /// Counts a connect failure for passive health; logs it, and the ejection it may cause.
@@ -400,16 +410,6 @@ impl Forwarder {
             tracing::warn!(backend = %service, endpoint = %pick.endpoint, reason = %reason, "upstream connect failed");
         }
     }
-}
-
-/// `http://endpoint/path?query`.
-fn upstream_uri(endpoint: SocketAddr, path_and_query: &PathAndQuery) -> Option<Uri> {
-    Uri::builder()
-        .scheme("http")
-        .authority(endpoint.to_string())
-        .path_and_query(path_and_query.clone())
-        .build()
-        .ok()
 }
 
 /// Methods that may be sent twice (RFC 9110 §9.2.2) and are retried after a connect failure.
@@ -484,6 +484,33 @@ impl Outcome {
         outcome.error_kind = None;
         outcome.error = None;
         outcome
+    }
+
+    /// For gRPC backends: the proxy's own 502/503/504 as gRPC clients expect them, HTTP 200 with
+    /// only headers, `grpc-status` 14 UNAVAILABLE (4 DEADLINE_EXCEEDED for a timeout).
+    fn grpc(mut self) -> Self {
+        let code = match self.response.status() {
+            StatusCode::GATEWAY_TIMEOUT => "4",
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => "14",
+            _ => return self,
+        };
+        if self.error_kind.is_none() {
+            return self;
+        }
+        let message = match code {
+            "4" => "upstream timed out",
+            _ => "upstream unavailable",
+        };
+        let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from_static(code));
+        h.insert("grpc-message", HeaderValue::from_static(message));
+        self.response = response;
+        self
     }
 
     fn with_backend(mut self, backend: String) -> Self {

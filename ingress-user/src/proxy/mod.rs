@@ -13,6 +13,7 @@ pub mod headers;
 pub mod listener;
 pub mod router;
 pub mod tls;
+pub mod upstream;
 pub mod websocket;
 pub mod worker;
 

@@ -12,7 +12,10 @@
 use std::collections::BTreeMap;
 
 use super::Diagnostic;
-use crate::model::{AffinityMode, HashKey, ObjectRef, SameSite, StickyCookie, Strategy};
+use crate::model::{
+    AffinityMode, BackendProtocol, HashKey, ObjectRef, SameSite, StickyCookie, Strategy,
+    UpstreamOptions,
+};
 
 /// Our annotation prefix.
 pub const PREFIX: &str = "xdp-ingress.io/";
@@ -30,6 +33,9 @@ pub const COOKIE_MAX_AGE: &str = "session-cookie-max-age";
 pub const COOKIE_PATH: &str = "session-cookie-path";
 pub const COOKIE_SAMESITE: &str = "session-cookie-samesite";
 pub const COOKIE_SECURE: &str = "session-cookie-secure";
+pub const BACKEND_PROTOCOL: &str = "backend-protocol";
+pub const PROXY_SSL_VERIFY: &str = "proxy-ssl-verify";
+pub const PROXY_BODY_SIZE: &str = "proxy-body-size";
 
 /// Subset size when `upstream-hash-by-subset-size` is absent (as in ingress-nginx).
 pub const DEFAULT_SUBSET_SIZE: usize = 3;
@@ -146,6 +152,60 @@ pub(super) fn strategy(
         })
         .unwrap_or(DEFAULT_SUBSET_SIZE);
     Strategy::SubsetHash { key, size }
+}
+
+/// How the backends of `ingress` are spoken to: `backend-protocol` (HTTP, H2C, HTTPS, GRPC),
+/// `proxy-ssl-verify` (on/off), `proxy-body-size` (`8m`, `0` = unlimited).
+pub(super) fn upstream(
+    annotations: Option<&BTreeMap<String, String>>,
+    ingress: &ObjectRef,
+    diags: &mut Vec<Diagnostic>,
+) -> UpstreamOptions {
+    let mut r = Reader {
+        annotations,
+        ingress,
+        diags,
+    };
+    let protocol = r
+        .parse(BACKEND_PROTOCOL, "using HTTP", |v| {
+            match v.to_ascii_uppercase().as_str() {
+                "HTTP" => Ok(BackendProtocol::Http),
+                "H2C" => Ok(BackendProtocol::H2c),
+                "HTTPS" => Ok(BackendProtocol::Https),
+                "GRPC" => Ok(BackendProtocol::Grpc),
+                _ => Err("expected HTTP, H2C, HTTPS or GRPC".into()),
+            }
+        })
+        .unwrap_or_default();
+    let ssl_verify = r
+        .parse(PROXY_SSL_VERIFY, "using off", |v| match v {
+            "on" => Ok(true),
+            "off" => Ok(false),
+            _ => Err("expected on or off".into()),
+        })
+        .unwrap_or(false);
+    let max_body_bytes = r.parse(PROXY_BODY_SIZE, "using --max-body-bytes", size);
+    UpstreamOptions {
+        protocol,
+        ssl_verify,
+        max_body_bytes,
+    }
+}
+
+/// nginx sizes: `1024`, `8k`, `8m`, `1g` (powers of 1024, case-insensitive).
+pub fn size(v: &str) -> Result<u64, String> {
+    let t = v.trim().to_ascii_lowercase();
+    let (digits, shift) = match t.as_bytes().last() {
+        Some(b'k') => (&t[..t.len() - 1], 10),
+        Some(b'm') => (&t[..t.len() - 1], 20),
+        Some(b'g') => (&t[..t.len() - 1], 30),
+        _ => (t.as_str(), 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| "expected a size like 1024, 8k, 8m or 1g".to_owned())?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| "size too large".to_owned())
 }
 
 fn name(s: &Strategy) -> &'static str {

@@ -21,7 +21,7 @@ use std::{
 use crate::{
     model::{
         BackendIdx, HostRoutes, ObjectRef, PathKind, PathRoute, RouteTable, ServiceBackendRef,
-        Snapshot, Strategy,
+        Snapshot, Strategy, UpstreamOptions,
     },
     proxy::balance::SessionKey,
     source::Inputs,
@@ -121,6 +121,7 @@ pub fn translate_with(inputs: &Inputs, options: &Options) -> (Snapshot, Vec<Diag
             regex: None,
             service: service.clone(),
             strategy: options.load_balance.clone(),
+            upstream: UpstreamOptions::default(),
             ingress: flag_object(service),
             backend_field: "--default-backend".to_owned(),
         }),
@@ -133,18 +134,22 @@ pub fn translate_with(inputs: &Inputs, options: &Options) -> (Snapshot, Vec<Diag
         .routes
         .iter()
         .chain(default_draft)
-        .map(|d| (&d.service, &d.strategy))
+        .map(|d| (&d.service, &d.strategy, &d.upstream))
         .collect();
     let mut backends = Vec::with_capacity(wanted.len());
     let mut index = BTreeMap::new();
-    for (service, strategy) in wanted {
-        let (backend, problem) =
+    for (service, strategy, upstream) in wanted {
+        let (mut backend, problem) =
             resolver.resolve(service, strategy.clone(), &options.session_key, &mut diags);
-        index.insert((service, strategy), (BackendIdx(backends.len()), problem));
+        backend.upstream = upstream.clone();
+        index.insert(
+            (service, strategy, upstream),
+            (BackendIdx(backends.len()), problem),
+        );
         backends.push(backend);
     }
     let mut route = |d: &routes::Draft| {
-        let (idx, problem) = &index[&(&d.service, &d.strategy)];
+        let (idx, problem) = &index[&(&d.service, &d.strategy, &d.upstream)];
         if let Some(p) = problem {
             let field = match d.backend_field.as_str() {
                 "--default-backend" => format!("--default-backend ({})", p.field),

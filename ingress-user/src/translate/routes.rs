@@ -14,7 +14,9 @@ use std::collections::{btree_map::Entry, BTreeMap, HashMap};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::{annotations, Diagnostic, DEFAULT_NAMESPACE};
-use crate::model::{ObjectRef, PathKind, PathRegex, ServiceBackendRef, ServicePortRef, Strategy};
+use crate::model::{
+    ObjectRef, PathKind, PathRegex, ServiceBackendRef, ServicePortRef, Strategy, UpstreamOptions,
+};
 
 /// One winning route, before its backend is resolved.
 #[derive(Clone, Debug)]
@@ -26,6 +28,7 @@ pub(super) struct Draft {
     pub regex: Option<PathRegex>,
     pub service: ServiceBackendRef,
     pub strategy: Strategy,
+    pub upstream: UpstreamOptions,
     pub ingress: ObjectRef,
     /// Where the backend is written, e.g. `spec.rules[0].http.paths[1].backend`.
     pub backend_field: String,
@@ -67,7 +70,8 @@ pub(super) fn collect(
             default_strategy,
             diags,
         );
-        if let Some(draft) = default_draft(ingress, &me, &strategy, diags) {
+        let upstream = annotations::upstream(ingress.metadata.annotations.as_ref(), &me, diags);
+        if let Some(draft) = default_draft(ingress, &me, &strategy, &upstream, diags) {
             match &default_backend {
                 None => default_backend = Some(draft),
                 Some(winner) => {
@@ -79,7 +83,7 @@ pub(super) fn collect(
                 }
             }
         }
-        for (field, draft) in drafts(ingress, &me, &strategy, &mut regexes, diags) {
+        for (field, draft) in drafts(ingress, &me, &strategy, &upstream, &mut regexes, diags) {
             let key = (draft.host.clone(), draft.path.clone(), draft.kind);
             match winners.entry(key) {
                 Entry::Vacant(v) => {
@@ -128,6 +132,7 @@ fn default_draft(
     ingress: &Ingress,
     me: &ObjectRef,
     strategy: &Strategy,
+    upstream: &UpstreamOptions,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Draft> {
     let default = ingress.spec.as_ref()?.default_backend.as_ref()?;
@@ -140,6 +145,7 @@ fn default_draft(
         regex: None,
         service,
         strategy: strategy.clone(),
+        upstream: upstream.clone(),
         ingress: me.clone(),
         backend_field: field,
     })
@@ -150,6 +156,7 @@ fn drafts(
     ingress: &Ingress,
     me: &ObjectRef,
     strategy: &Strategy,
+    upstream: &UpstreamOptions,
     regexes: &mut HashMap<String, PathRegex>,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<(String, Draft)> {
@@ -192,6 +199,7 @@ fn drafts(
                 regex,
                 service,
                 strategy: strategy.clone(),
+                upstream: upstream.clone(),
                 ingress: me.clone(),
                 backend_field,
             };
