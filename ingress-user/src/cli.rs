@@ -129,6 +129,11 @@ pub struct RunArgs {
     /// At least 8k.
     #[arg(long, default_value = "64k", value_parser = parse_size)]
     pub max_header_bytes: u64,
+    /// Peers whose X-Forwarded-* headers are believed (a load balancer in front): comma-separated
+    /// CIDRs or addresses. From them X-Forwarded-For is extended and X-Forwarded-Proto/-Host/-Port
+    /// and X-Real-IP are kept; from anyone else all are overwritten.
+    #[arg(long, value_name = "CIDR,...", value_parser = crate::proxy::headers::TrustedProxies::parse)]
+    pub trusted_proxies: Option<crate::proxy::headers::TrustedProxies>,
     /// Enables POST /debug/crash-worker?slot=N on the admin address (tests only).
     #[arg(long, hide = true)]
     pub test_hooks: bool,

@@ -237,6 +237,7 @@ fn start(
             max_body_bytes: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
             max_header_bytes: usize::try_from(args.max_header_bytes).unwrap_or(usize::MAX),
         },
+        trusted_proxies: args.trusted_proxies.clone().unwrap_or_default(),
         header_read_timeout: Duration::from_secs(30),
         grace: Duration::from_secs(args.drain_seconds),
         steer_by: args.steer_by,

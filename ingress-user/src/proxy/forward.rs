@@ -23,7 +23,7 @@ use hyper_util::client::legacy::Error as ClientError;
 
 use super::{
     balance::{self, Pick, RequestInfo},
-    headers::{self, ClientSide},
+    headers::{self, ClientSide, TrustedProxies},
     router, tls,
     upstream::{self, Upstreams},
     websocket,
@@ -84,6 +84,7 @@ pub struct Forwarder {
     metrics: ProxyMetrics,
     timeouts: UpstreamTimeouts,
     limits: Limits,
+    trusted: TrustedProxies,
     ids: RequestIds,
     /// The public HTTPS port, when HTTPS is served (redirects point there).
     https_port: Option<u16>,
@@ -105,6 +106,7 @@ impl Forwarder {
         metrics: ProxyMetrics,
         timeouts: UpstreamTimeouts,
         limits: Limits,
+        trusted: TrustedProxies,
         https_port: Option<u16>,
     ) -> Self {
         Self {
@@ -113,6 +115,7 @@ impl Forwarder {
             metrics,
             timeouts,
             limits,
+            trusted,
             ids: RequestIds::new(),
             https_port,
         }
@@ -152,6 +155,7 @@ impl Forwarder {
             req.headers_mut(),
             ClientSide {
                 peer: down.peer.ip(),
+                trusted: self.trusted.contains(down.peer.ip()),
                 proto: if down.tls { "https" } else { "http" },
                 public_port: down.public_port,
                 host: &host,

@@ -3,7 +3,10 @@
 //!
 //! Downstream → upstream: drop hop-by-hop headers (RFC 9110 §7.6.1, and every header named in
 //! `Connection`), set `X-Forwarded-For/-Proto/-Host/-Port` and `X-Real-IP` from what this proxy
-//! saw (incoming values are not trusted), keep `X-Request-Id` or add one. Host stays as sent.
+//! saw, keep `X-Request-Id` or add one. Host stays as sent. Incoming forwarding headers are
+//! believed only from peers in `--trusted-proxies` (`TrustedProxies`): the peer is appended to
+//! their `X-Forwarded-For`, and their `X-Forwarded-Proto/-Host/-Port` and `X-Real-IP` are kept;
+//! from anyone else they are overwritten.
 use std::net::IpAddr;
 
 use http::{header, HeaderMap, HeaderName, HeaderValue};
@@ -41,10 +44,74 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+/// Peers whose forwarding headers are believed: CIDRs, kept as IPv6 networks (IPv4 mapped).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<(u128, u32)>);
+
+impl TrustedProxies {
+    /// `10.0.0.0/8,192.168.1.7,fd00::/8` (a bare address is one host).
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut nets = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (addr, len) = match item.split_once('/') {
+                Some((a, l)) => (a, Some(l)),
+                None => (item, None),
+            };
+            let ip: IpAddr = addr
+                .parse()
+                .map_err(|_| format!("{item:?} is not an IP address or CIDR"))?;
+            let (max, offset) = match canonical(ip) {
+                IpAddr::V4(_) => (32, 96),
+                IpAddr::V6(_) => (128, 0),
+            };
+            let len = match len {
+                None => max,
+                Some(l) => l
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|l| *l <= max)
+                    .ok_or_else(|| format!("{item:?}: prefix length must be 0-{max}"))?,
+            };
+            let len = offset + len;
+            nets.push((bits(ip) & mask(len), len));
+        }
+        Ok(Self(nets))
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = bits(ip);
+        self.0.iter().any(|(net, len)| ip & mask(*len) == *net)
+    }
+}
+
+/// An IPv4-mapped IPv6 address as IPv4; others unchanged.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn bits(ip: IpAddr) -> u128 {
+    match canonical(ip) {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+fn mask(len: u32) -> u128 {
+    match len {
+        0 => 0,
+        l => u128::MAX << (128 - l),
+    }
+}
+
 /// What the proxy knows about the client side of a request.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientSide<'a> {
     pub peer: IpAddr,
+    /// The peer is a trusted proxy: its forwarding headers are kept (and extended).
+    pub trusted: bool,
     pub proto: &'static str,
     pub public_port: u16,
     pub host: &'a str,
@@ -56,20 +123,46 @@ pub fn set_forwarded(
     client: ClientSide<'_>,
     new_id: impl FnOnce() -> String,
 ) -> HeaderValue {
-    let peer = HeaderValue::from_str(&client.peer.to_string())
-        .expect("an IP address is a valid header value");
-    headers.insert(X_FORWARDED_FOR.clone(), peer.clone());
-    headers.insert(X_REAL_IP.clone(), peer);
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(client.proto),
-    );
-    headers.insert(
-        X_FORWARDED_PORT.clone(),
-        HeaderValue::from(client.public_port),
-    );
-    if let Ok(host) = HeaderValue::from_str(client.host) {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+    let peer_text = canonical(client.peer).to_string();
+    let peer = HeaderValue::from_str(&peer_text).expect("an IP address is a valid header value");
+    // From a trusted proxy: extend its chain, keep what it says about the original request.
+    let keep =
+        |headers: &HeaderMap, name: &HeaderName| client.trusted && headers.contains_key(name);
+    let chain: Vec<&str> = match client.trusted {
+        true => headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect(),
+        false => Vec::new(),
+    };
+    let forwarded_for = match chain.is_empty() {
+        true => peer.clone(),
+        false => HeaderValue::from_str(&format!("{}, {peer_text}", chain.join(", ")))
+            .unwrap_or_else(|_| peer.clone()),
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
+    if !keep(headers, &X_REAL_IP) {
+        headers.insert(X_REAL_IP.clone(), peer);
+    }
+    if !keep(headers, &X_FORWARDED_PROTO) {
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(client.proto),
+        );
+    }
+    if !keep(headers, &X_FORWARDED_PORT) {
+        headers.insert(
+            X_FORWARDED_PORT.clone(),
+            HeaderValue::from(client.public_port),
+        );
+    }
+    if !keep(headers, &X_FORWARDED_HOST) {
+        if let Ok(host) = HeaderValue::from_str(client.host) {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
     }
     match headers.get(&X_REQUEST_ID) {
         Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
@@ -120,6 +213,7 @@ mod tests {
         let mut h = map(&[("x-forwarded-for", "6.6.6.6"), ("x-real-ip", "6.6.6.6")]);
         let client = ClientSide {
             peer: "198.18.0.1".parse().unwrap(),
+            trusted: false,
             proto: "http",
             public_port: 80,
             host: "cafe.example.com",
@@ -139,11 +233,110 @@ mod tests {
         let mut h = map(&[("x-request-id", "from-client")]);
         let client = ClientSide {
             peer: "::1".parse().unwrap(),
+            trusted: false,
             proto: "http",
             public_port: 8080,
             host: "h",
         };
         let id = set_forwarded(&mut h, client, || unreachable!("must not generate"));
         assert_eq!(id, "from-client");
+    }
+
+    #[test]
+    fn trusted_proxies_parse_and_match() {
+        let t = TrustedProxies::parse("10.0.0.0/8, 192.168.1.7,fd00::/8").unwrap();
+        for (ip, want) in [
+            ("10.1.2.3", true),
+            ("::ffff:10.9.9.9", true),
+            ("11.0.0.1", false),
+            ("192.168.1.7", true),
+            ("192.168.1.8", false),
+            ("fd12::1", true),
+            ("fe80::1", false),
+        ] {
+            assert_eq!(t.contains(ip.parse().unwrap()), want, "{ip}");
+        }
+        assert!(TrustedProxies::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "nope", "::/129"] {
+            assert!(TrustedProxies::parse(bad).is_err(), "{bad}");
+        }
+        assert!(!TrustedProxies::default().contains("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn forwarding_headers_from_trusted_and_untrusted_peers() {
+        let incoming: &[(&str, &str)] = &[
+            ("x-forwarded-for", "203.0.113.9, 10.0.0.2"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "shop.example"),
+            ("x-forwarded-port", "443"),
+            ("x-real-ip", "203.0.113.9"),
+        ];
+        // (trusted, incoming headers, expected xff, proto, host, port, real-ip)
+        let cases: [(bool, &[(&str, &str)], [&str; 5]); 4] = [
+            (
+                true,
+                incoming,
+                [
+                    "203.0.113.9, 10.0.0.2, 10.0.0.5",
+                    "https",
+                    "shop.example",
+                    "443",
+                    "203.0.113.9",
+                ],
+            ),
+            (
+                false,
+                incoming,
+                ["10.0.0.5", "http", "cafe.example", "80", "10.0.0.5"],
+            ),
+            (
+                true,
+                &[],
+                ["10.0.0.5", "http", "cafe.example", "80", "10.0.0.5"],
+            ),
+            (
+                true,
+                &[
+                    ("x-forwarded-for", "1.1.1.1"),
+                    ("x-forwarded-for", "2.2.2.2"),
+                ],
+                [
+                    "1.1.1.1, 2.2.2.2, 10.0.0.5",
+                    "http",
+                    "cafe.example",
+                    "80",
+                    "10.0.0.5",
+                ],
+            ),
+        ];
+        for (trusted, pairs, want) in cases {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            let client = ClientSide {
+                peer: "10.0.0.5".parse().unwrap(),
+                trusted,
+                proto: "http",
+                public_port: 80,
+                host: "cafe.example",
+            };
+            set_forwarded(&mut h, client, || "id".into());
+            let got = [
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "x-forwarded-port",
+                "x-real-ip",
+            ]
+            .map(|n| h.get(n).unwrap().to_str().unwrap().to_owned());
+            assert_eq!(got, want, "trusted={trusted} {pairs:?}");
+        }
     }
 }
