@@ -192,3 +192,83 @@ fn no_annotations_means_the_global_default() {
     );
     assert!(diags.is_empty());
 }
+
+#[test]
+fn upstream_options_table() {
+    use BackendProtocol::*;
+    let up = |protocol, ssl_verify, max_body_bytes| UpstreamOptions {
+        protocol,
+        ssl_verify,
+        max_body_bytes,
+    };
+    let cases: Vec<(Vec<(String, &str)>, UpstreamOptions, usize)> = vec![
+        (vec![], up(Http, false, None), 0),
+        (
+            vec![(format!("{X}backend-protocol"), "H2C")],
+            up(H2c, false, None),
+            0,
+        ),
+        (
+            vec![(format!("{N}backend-protocol"), "grpc")],
+            up(Grpc, false, None),
+            0,
+        ),
+        (
+            vec![
+                (format!("{N}backend-protocol"), "HTTPS"),
+                (format!("{X}proxy-ssl-verify"), "on"),
+            ],
+            up(Https, true, None),
+            0,
+        ),
+        (
+            vec![(format!("{N}proxy-body-size"), "8m")],
+            up(Http, false, Some(8 << 20)),
+            0,
+        ),
+        (
+            vec![(format!("{X}proxy-body-size"), "0")],
+            up(Http, false, Some(0)),
+            0,
+        ),
+        (
+            vec![(format!("{X}proxy-body-size"), "12k")],
+            up(Http, false, Some(12 << 10)),
+            0,
+        ),
+        // Bad values: a diagnostic each, and the default.
+        (
+            vec![(format!("{X}backend-protocol"), "FCGI")],
+            up(Http, false, None),
+            1,
+        ),
+        (
+            vec![(format!("{X}proxy-ssl-verify"), "yes")],
+            up(Http, false, None),
+            1,
+        ),
+        (
+            vec![(format!("{X}proxy-body-size"), "lots")],
+            up(Http, false, None),
+            1,
+        ),
+    ];
+    for (pairs, want, n_diags) in cases {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), (*v).to_owned()))
+            .collect();
+        let me = ObjectRef::new("Ingress", "web", "shop");
+        let mut diags = Vec::new();
+        let got = upstream(Some(&map), &me, &mut diags);
+        assert_eq!(got, want, "{pairs:?}");
+        assert_eq!(diags.len(), n_diags, "{pairs:?}: {diags:?}");
+        if let Some(d) = diags.first() {
+            let text = d.to_string();
+            assert!(
+                text.starts_with("Ingress web/shop: metadata.annotations[xdp-ingress.io/"),
+                "{text}"
+            );
+        }
+    }
+}
