@@ -13,7 +13,9 @@
 //! - `backend-protocol: HTTPS`: a TLS backend with a certificate nobody trusts is reached with
 //!   verification off (the default) and refused (502) with `proxy-ssl-verify: "on"`;
 //! - one endpoint of two refuses connections: every GET still succeeds (retried on the other
-//!   endpoint), and the refusing endpoint is ejected with a log line naming it.
+//!   endpoint), and the refusing endpoint is ejected with a log line naming it;
+//! - one endpoint of two is killed (its runtime, listener and connections gone) under a stream of
+//!   GETs: at most the request in flight fails, every later one succeeds.
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -589,6 +591,69 @@ fn https_backends_without_and_with_verification() {
     assert_eq!(r.status, 502, "{}", r.body);
     d.log.wait_for(
         &["verify-svc", "status=502", "certificate"],
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn killing_an_endpoint_under_load_fails_at_most_the_request_in_flight() {
+    let b = Backends::new();
+    let victim_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let victim = std_listener.local_addr().unwrap();
+    {
+        let _guard = victim_rt.enter();
+        let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+        victim_rt.spawn(demo_backend::serve(listener, "victim".to_owned()));
+    }
+    let survivor = b.demo("survivor");
+    let dir = tempfile::tempdir().unwrap();
+    setup(
+        dir.path(),
+        "kill.example",
+        "kill-svc",
+        &[victim, survivor],
+        &[],
+    );
+    let d = Daemon::start(DaemonConfig::new(dir.path(), BASES[5]));
+
+    let mut conn = HttpConn::connect(d.http_addr()).unwrap();
+    let mut served = std::collections::HashMap::<String, usize>::new();
+    for i in 0..20 {
+        let r = conn
+            .request("kill.example", &format!("/before/{i}"), &[])
+            .unwrap();
+        assert_eq!(r.status, 200);
+        *served.entry(r.server().to_owned()).or_default() += 1;
+    }
+    assert_eq!(served.len(), 2, "both endpoints serve: {served:?}");
+
+    // Kill the victim between requests of the stream: listener and connections close.
+    victim_rt.shutdown_timeout(Duration::from_secs(1));
+    let mut failed = Vec::new();
+    for i in 0..60 {
+        match conn.request("kill.example", &format!("/after/{i}"), &[]) {
+            Ok(r) if r.status == 200 => assert_eq!(r.server(), "survivor"),
+            Ok(r) => failed.push((i, r.status)),
+            Err(e) => {
+                failed.push((i, 0));
+                eprintln!("request {i}: {e}");
+                conn = HttpConn::connect(d.http_addr()).unwrap();
+            }
+        }
+    }
+    assert!(
+        failed.len() <= 1 && failed.iter().all(|(i, _)| *i == 0),
+        "only the first request after the kill may fail: {failed:?}; log:\n{}",
+        d.log.text()
+    );
+    d.log.wait_for(
+        &["endpoint ejected", &victim.to_string(), "kill-svc"],
         Duration::from_secs(5),
     );
 }
