@@ -13,7 +13,8 @@
 //! - `backend-protocol: HTTPS`: a TLS backend with a certificate nobody trusts is reached with
 //!   verification off (the default) and refused (502) with `proxy-ssl-verify: "on"`;
 //! - one endpoint of two refuses connections: every GET still succeeds (retried on the other
-//!   endpoint), and the refusing endpoint is ejected with a log line naming it;
+//!   endpoint), and the refusing endpoint is ejected with a log line naming it; the route,
+//!   endpoint and backend metrics and the access log's bytes and upstream latency count them;
 //! - one endpoint of two is killed (its runtime, listener and connections gone) under a stream of
 //!   GETs: at most the request in flight fails, every later one succeeds.
 use std::{
@@ -375,6 +376,44 @@ fn a_refusing_endpoint_is_retried_around_and_ejected() {
         &["retrying on another endpoint", &alive.to_string()],
         Duration::from_secs(1),
     );
+
+    // Observability: per route (the rule's host and path, not the request's), per endpoint, and
+    // the access log's bytes and upstream latency.
+    let route = "xdp_ingress_route_requests_total{ingress=\"default/retry-svc-ing\",host=\"retry.example\",path=\"/\",code=\"200\"}";
+    assert_eq!(
+        d.metric(route),
+        Some(30.0),
+        "{}",
+        d.admin_get("/metrics").body
+    );
+    let endpoint =
+        format!("xdp_ingress_upstream_requests_total{{endpoint=\"{alive}\",code=\"200\"}}");
+    assert_eq!(d.metric(&endpoint), Some(30.0));
+    let histogram =
+        "xdp_ingress_upstream_duration_seconds_count{backend=\"service default/retry-svc port 80\"}";
+    assert_eq!(
+        d.metric(histogram),
+        Some(30.0),
+        "{}",
+        d.admin_get("/metrics").body
+    );
+    let line = d
+        .log
+        .wait_for(&["path=/r/29", "status=200"], Duration::from_secs(5));
+    let bytes: u64 = field(&line, "bytes").parse().expect("bytes=N");
+    assert!(bytes > 50, "{line}");
+    let upstream_ms: f64 = field(&line, "upstream_ms").parse().expect("upstream_ms=N");
+    assert!(upstream_ms >= 0.0, "{line}");
+}
+
+/// The value of `name=value` in a log line.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let start = line
+        .find(&format!(" {name}="))
+        .unwrap_or_else(|| panic!("no {name}= in {line}"))
+        + name.len()
+        + 2;
+    line[start..].split_whitespace().next().unwrap_or("")
 }
 
 /// An HTTP/2-only (prior knowledge) backend answering `h2 <version> te=<TE>` with trailers

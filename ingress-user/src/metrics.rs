@@ -26,6 +26,42 @@ pub struct RequestLabels {
     pub code: &'static str,
 }
 
+/// Per route: bounded by the Ingresses (the route's host and path, never the request's).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// `namespace/name` of the Ingress (or `--default-backend`).
+    pub ingress: String,
+    /// The rule's host (`*.example.com` for a wildcard, `*` for rules without host).
+    pub host: String,
+    /// The rule's path.
+    pub path: String,
+    /// The status code.
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// `ip:port` of the endpoint.
+    pub endpoint: String,
+    /// The upstream's status code.
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// The Service port, as in the access log (`service default/web port 80`).
+    pub backend: String,
+}
+
+/// Histogram constructor of per-backend latencies.
+pub type HistogramFn = fn() -> Histogram;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamErrorLabels {
     /// connect, timeout, protocol, no_endpoints, no_route.
@@ -48,6 +84,9 @@ pub struct ReloadLabels {
 #[derive(Clone, Debug)]
 pub struct ProxyMetrics {
     pub requests: Family<RequestLabels, Counter>,
+    pub route_requests: Family<RouteLabels, Counter>,
+    pub upstream_requests: Family<EndpointLabels, Counter>,
+    pub upstream_duration: Family<BackendLabels, Histogram, HistogramFn>,
     pub request_duration: Histogram,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub open_connections: Gauge<i64, AtomicI64>,
@@ -79,6 +118,9 @@ impl Metrics {
         let mut registry = Registry::with_prefix("xdp_ingress");
         let proxy = ProxyMetrics {
             requests: Family::default(),
+            route_requests: Family::default(),
+            upstream_requests: Family::default(),
+            upstream_duration: Family::new_with_constructor(latency_histogram as HistogramFn),
             request_duration: Histogram::new([
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ]),
@@ -91,6 +133,21 @@ impl Metrics {
             "requests",
             "HTTP requests answered, by status class",
             proxy.requests.clone(),
+        );
+        registry.register(
+            "route_requests",
+            "HTTP requests answered, by Ingress, rule host, rule path and status code",
+            proxy.route_requests.clone(),
+        );
+        registry.register(
+            "upstream_requests",
+            "Responses received from endpoints, by endpoint and status code",
+            proxy.upstream_requests.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from request sent upstream to response head, by backend",
+            proxy.upstream_duration.clone(),
         );
         registry.register(
             "request_duration_seconds",

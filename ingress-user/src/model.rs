@@ -186,6 +186,8 @@ impl Eq for PathRegex {}
 /// One path of one host, pointing at one backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathRoute {
+    /// The rule's host as written (lowercase, `*.` for wildcards); `None` for rules without host.
+    pub host: Option<String>,
     /// As written in the Ingress (for `Prefix`, normalized: no trailing slash except for `/`).
     pub path: String,
     pub kind: PathKind,

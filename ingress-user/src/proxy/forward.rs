@@ -22,6 +22,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper_util::client::legacy::Error as ClientError;
 
 use super::{
+    access::{self, AccessLog, ResponseBody},
     balance::{self, Pick, RequestInfo},
     headers::{self, ClientSide, TrustedProxies},
     router, tls,
@@ -29,13 +30,17 @@ use super::{
     websocket,
 };
 use crate::{
-    metrics::{code_class, ProxyMetrics, RequestLabels, UpstreamErrorLabels},
+    metrics::{
+        code_class, BackendLabels, EndpointLabels, ProxyMetrics, RequestLabels, RouteLabels,
+        UpstreamErrorLabels,
+    },
     model::{Backend, BackendProtocol},
     publish::SnapshotReader,
 };
 
-/// Body of every response the proxy sends: the upstream's streamed body, or a short one of ours.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+/// Body of every response the proxy sends: the upstream's streamed body, or a short one of ours,
+/// counted for the access log.
+pub type ProxyBody = access::Logged;
 
 /// Body of a request sent upstream: the client's, capped at `Limits::max_body_bytes`, or none
 /// (a retry).
@@ -202,20 +207,44 @@ impl Forwarder {
                 .get_or_create(&UpstreamErrorLabels { kind })
                 .inc();
         }
-        tracing::info!(
-            target: "access",
-            client = %down.peer,
-            host = %host,
-            method = %method,
-            path = %path,
-            status = status.as_u16(),
-            backend = outcome.backend.as_deref().unwrap_or("-"),
-            upstream = %outcome.endpoint.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            request_id = request_id.to_str().unwrap_or("-"),
-            error = outcome.error.as_deref().unwrap_or(""),
-        );
-        Ok(outcome.response)
+        if let Some(route) = routed {
+            let labels = RouteLabels {
+                ingress: format!("{}/{}", route.ingress.namespace, route.ingress.name),
+                host: route.host.clone().unwrap_or_else(|| "*".to_owned()),
+                path: route.path.clone(),
+                code: status.as_u16(),
+            };
+            self.metrics.route_requests.get_or_create(&labels).inc();
+        }
+        if let (Some(endpoint), Some(upstream_ms)) = (outcome.endpoint, outcome.upstream_ms) {
+            let labels = EndpointLabels {
+                endpoint: endpoint.to_string(),
+                code: status.as_u16(),
+            };
+            self.metrics.upstream_requests.get_or_create(&labels).inc();
+            if let Some(backend) = &outcome.backend {
+                self.metrics
+                    .upstream_duration
+                    .get_or_create(&BackendLabels {
+                        backend: backend.clone(),
+                    })
+                    .observe(upstream_ms / 1000.0);
+            }
+        }
+        let log = AccessLog {
+            client: down.peer,
+            host,
+            method,
+            path,
+            status: status.as_u16(),
+            backend: outcome.backend,
+            upstream: outcome.endpoint,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            upstream_ms: outcome.upstream_ms,
+            request_id,
+            error: outcome.error,
+        };
+        Ok(outcome.response.map(|body| access::Logged::new(body, log)))
     }
 
     async fn forward(
@@ -321,6 +350,7 @@ impl Forwarder {
             }
         }
         let endpoint = pick.endpoint;
+        let upstream_ms = sent.elapsed().as_secs_f64() * 1000.0;
         if let Ok(Ok(_)) = &result {
             pick.connected(true);
         }
@@ -379,12 +409,15 @@ impl Forwarder {
                     response: Response::from_parts(parts, Either::Left(body)),
                     backend: None,
                     endpoint: None,
+                    upstream_ms: None,
                     error_kind: None,
                     error: None,
                 }
             }
         };
-        outcome.with_endpoint(endpoint)
+        let mut outcome = outcome.with_endpoint(endpoint);
+        outcome.upstream_ms = Some(upstream_ms);
+        outcome
     }
 
     /// Sends one request upstream, bounded by the response timeout.
@@ -448,9 +481,11 @@ fn request_host(req: &Request<Incoming>) -> Option<&str> {
 /// What happened to a request, for the response, the metrics and the access log.
 #[derive(Debug)]
 struct Outcome {
-    response: Response<ProxyBody>,
+    response: Response<ResponseBody>,
     backend: Option<String>,
     endpoint: Option<SocketAddr>,
+    /// Request sent upstream → response head (or failure), a retry included.
+    upstream_ms: Option<f64>,
     error_kind: Option<&'static str>,
     error: Option<String>,
 }
@@ -471,6 +506,7 @@ impl Outcome {
             response,
             backend: None,
             endpoint: None,
+            upstream_ms: None,
             error_kind: Some(kind),
             error: Some(error),
         }

@@ -7,6 +7,7 @@
 //! the current snapshot → backend pick (`balance`) → upstream via the worker's pooled client; `headers`
 //! rewrites the forwarding headers. `listener` owns port numbering and binding; `tls` the rustls
 //! configuration and certificate selection.
+pub mod access;
 pub mod balance;
 pub mod forward;
 pub mod headers;

@@ -158,6 +158,7 @@ pub fn translate_with(inputs: &Inputs, options: &Options) -> (Snapshot, Vec<Diag
             diags.push(Diagnostic::new(&d.ingress, field, p.reason.clone()));
         }
         PathRoute {
+            host: d.host.clone(),
             path: d.path.clone(),
             kind: d.kind,
             backend: *idx,

@@ -23,6 +23,7 @@ fn snapshot(spec: &[(&str, PathKind, &str)]) -> Snapshot {
         };
         backends.push(Backend::new(service, Vec::new(), None));
         let route = PathRoute {
+            host: None,
             path: (*path).into(),
             kind: *kind,
             backend: BackendIdx(i),
