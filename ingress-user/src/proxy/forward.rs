@@ -4,8 +4,14 @@
 //! (latency, failure), add its `Set-Cookie` for a new sticky session, answer.
 //! A plain-HTTP request for a TLS host that redirects is answered with 308 to HTTPS first.
 //!
+//! Before forwarding: the body limit (`Limits`, `proxy-body-size`: 413), the upgrade headers of a
+//! WebSocket request (`websocket`), the backend's protocol (`upstream`). A connect failure counts
+//! against the endpoint's passive health (`balance`) and an idempotent request without body is
+//! sent once more to another endpoint.
+//!
 //! Errors become short plain-text responses (404 no route, 503 no ready endpoint, 502 upstream
-//! failed, 504 upstream timed out); the access log line of the request names the backend, the
+//! failed, 504 upstream timed out; for gRPC backends a `grpc-status`, see `outcome`); the access
+//! log line of the request (`access`, written when the body is done) names the backend, the
 //! endpoint and the reason.
 use std::{
     convert::Infallible,
@@ -17,14 +23,15 @@ use bytes::Bytes;
 use http::{
     header, uri::PathAndQuery, HeaderValue, Method, Request, Response, StatusCode, Version,
 };
-use http_body_util::{Either, Empty, Full, LengthLimitError, Limited};
+use http_body_util::{Either, Empty, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::client::legacy::Error as ClientError;
 
 use super::{
-    access::{self, AccessLog, ResponseBody},
+    access::{self, AccessLog},
     balance::{self, Pick, RequestInfo},
     headers::{self, ClientSide, TrustedProxies},
+    outcome::{Outcome, RequestIds},
     router, tls,
     upstream::{self, Upstreams},
     websocket,
@@ -476,124 +483,4 @@ fn request_host(req: &Request<Incoming>) -> Option<&str> {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
     })
-}
-
-/// What happened to a request, for the response, the metrics and the access log.
-#[derive(Debug)]
-struct Outcome {
-    response: Response<ResponseBody>,
-    backend: Option<String>,
-    endpoint: Option<SocketAddr>,
-    /// Request sent upstream → response head (or failure), a retry included.
-    upstream_ms: Option<f64>,
-    error_kind: Option<&'static str>,
-    error: Option<String>,
-}
-
-impl Outcome {
-    fn local(status: StatusCode, kind: &'static str, error: String) -> Self {
-        let reason = status.canonical_reason().unwrap_or("");
-        let mut response = Response::new(Either::Right(Full::new(Bytes::from(format!(
-            "{} {reason}\n",
-            status.as_u16()
-        )))));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        Self {
-            response,
-            backend: None,
-            endpoint: None,
-            upstream_ms: None,
-            error_kind: Some(kind),
-            error: Some(error),
-        }
-    }
-
-    /// `308 Permanent Redirect` to `location` (not an error).
-    fn redirect(location: String) -> Self {
-        let mut outcome = Self::local(StatusCode::PERMANENT_REDIRECT, "redirect", String::new());
-        if let Ok(value) = HeaderValue::from_str(&location) {
-            outcome
-                .response
-                .headers_mut()
-                .insert(header::LOCATION, value);
-        }
-        outcome.error_kind = None;
-        outcome.error = None;
-        outcome
-    }
-
-    /// For gRPC backends: the proxy's own 502/503/504 as gRPC clients expect them, HTTP 200 with
-    /// only headers, `grpc-status` 14 UNAVAILABLE (4 DEADLINE_EXCEEDED for a timeout).
-    fn grpc(mut self) -> Self {
-        let code = match self.response.status() {
-            StatusCode::GATEWAY_TIMEOUT => "4",
-            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => "14",
-            _ => return self,
-        };
-        if self.error_kind.is_none() {
-            return self;
-        }
-        let message = match code {
-            "4" => "upstream timed out",
-            _ => "upstream unavailable",
-        };
-        let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
-        let h = response.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        h.insert("grpc-status", HeaderValue::from_static(code));
-        h.insert("grpc-message", HeaderValue::from_static(message));
-        self.response = response;
-        self
-    }
-
-    fn with_backend(mut self, backend: String) -> Self {
-        self.backend = Some(backend);
-        self
-    }
-
-    fn with_endpoint(mut self, endpoint: SocketAddr) -> Self {
-        self.endpoint = Some(endpoint);
-        self
-    }
-}
-
-/// Request ids: 128 random bits as 32 hex digits, from a per-worker generator seeded by the OS.
-#[derive(Debug)]
-struct RequestIds(std::sync::atomic::AtomicU64, u64);
-
-impl RequestIds {
-    fn new() -> Self {
-        let mut seed = [0u8; 16];
-        // SAFETY: getrandom writes at most seed.len() bytes into seed.
-        let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
-        if n != seed.len() as isize {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            seed[..16].copy_from_slice(&t.as_nanos().to_le_bytes());
-        }
-        let a = u64::from_le_bytes(seed[..8].try_into().expect("8 bytes"));
-        let b = u64::from_le_bytes(seed[8..].try_into().expect("8 bytes"));
-        Self(std::sync::atomic::AtomicU64::new(a), b | 1)
-    }
-
-    fn next(&self) -> String {
-        let mix = |mut z: u64| {
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
-        let s = self
-            .0
-            .fetch_add(0x9e37_79b9_7f4a_7c15, std::sync::atomic::Ordering::Relaxed)
-            .wrapping_add(0x9e37_79b9_7f4a_7c15);
-        format!("{:016x}{:016x}", mix(s), mix(s ^ self.1))
-    }
 }

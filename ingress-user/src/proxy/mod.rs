@@ -12,6 +12,7 @@ pub mod balance;
 pub mod forward;
 pub mod headers;
 pub mod listener;
+mod outcome;
 pub mod router;
 pub mod tls;
 pub mod upstream;
