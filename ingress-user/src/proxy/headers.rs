@@ -275,7 +275,8 @@ mod tests {
             ("x-real-ip", "203.0.113.9"),
         ];
         // (trusted, incoming headers, expected xff, proto, host, port, real-ip)
-        let cases: [(bool, &[(&str, &str)], [&str; 5]); 4] = [
+        type Case<'a> = (bool, &'a [(&'a str, &'a str)], [&'a str; 5]);
+        let cases: [Case<'_>; 4] = [
             (
                 true,
                 incoming,

@@ -201,7 +201,9 @@ fn upstream_options_table() {
         ssl_verify,
         max_body_bytes,
     };
-    let cases: Vec<(Vec<(String, &str)>, UpstreamOptions, usize)> = vec![
+    /// (annotations, wanted options, number of diagnostics)
+    type UpCase<'a> = (Vec<(String, &'a str)>, UpstreamOptions, usize);
+    let cases: Vec<UpCase> = vec![
         (vec![], up(Http, false, None), 0),
         (
             vec![(format!("{X}backend-protocol"), "H2C")],
