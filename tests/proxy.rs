@@ -9,7 +9,8 @@
 //!   chunked body that grows over it is 413 too, one under it is forwarded;
 //! - a request head over `--max-header-bytes` is 431;
 //! - `backend-protocol: H2C`: an HTTP/2 cleartext backend's trailers reach an h2c client;
-//!   `backend-protocol: GRPC` with an unreachable backend answers HTTP 200 with `grpc-status` 14;
+//!   `backend-protocol: GRPC` with an unreachable backend answers HTTP 200 with `grpc-status` 14,
+//!   with a backend slower than `--upstream-timeout` `grpc-status` 4 (plain H2C: a short 504);
 //! - `backend-protocol: HTTPS`: a TLS backend with a certificate nobody trusts is reached with
 //!   verification off (the default) and refused (502) with `proxy-ssl-verify: "on"`;
 //! - one endpoint of two refuses connections: every GET still succeeds (retried on the other
@@ -429,6 +430,9 @@ fn h2c_backend(rt: &tokio::runtime::Runtime) -> SocketAddr {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
                     |req: http::Request<hyper::body::Incoming>| async move {
+                        if req.uri().path() == "/slow" {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                        }
                         let te = req
                             .headers()
                             .get("te")
@@ -518,7 +522,16 @@ fn h2c_trailers_pass_through_and_grpc_failures_are_grpc_status() {
         &[("nginx.ingress.kubernetes.io/backend-protocol", "GRPC")],
     );
     setup(dir.path(), "h1.example", "h1-svc", &[h2], &[]);
-    let d = Daemon::start(DaemonConfig::new(dir.path(), BASES[3]));
+    setup(
+        dir.path(),
+        "slow-grpc.example",
+        "slow-grpc-svc",
+        &[h2],
+        &[("xdp-ingress.io/backend-protocol", "grpc")],
+    );
+    let mut config = DaemonConfig::new(dir.path(), BASES[3]);
+    config.extra_args = vec!["--upstream-timeout".into(), "1".into()];
+    let d = Daemon::start(config);
 
     let (status, _, body, trailers) = h2c_get(&rt, d.http_addr(), "h2.example", "/svc/Call");
     assert_eq!(status, 200, "{body}; log:\n{}", d.log.text());
@@ -531,6 +544,13 @@ fn h2c_trailers_pass_through_and_grpc_failures_are_grpc_status() {
     assert_eq!((status, body.as_str()), (200, ""));
     assert_eq!(headers["grpc-status"], "14", "{headers:?}");
     assert_eq!(headers["content-type"], "application/grpc");
+    // Slower than --upstream-timeout: DEADLINE_EXCEEDED.
+    let (status, headers, _, _) = h2c_get(&rt, d.http_addr(), "slow-grpc.example", "/slow");
+    assert_eq!(status, 200);
+    assert_eq!(headers["grpc-status"], "4", "{headers:?}");
+    // The same for plain HTTP/2: a short 504.
+    let (status, _, body, _) = h2c_get(&rt, d.http_addr(), "h2.example", "/slow");
+    assert_eq!((status, body.as_str()), (504, "504 Gateway Timeout\n"));
     d.log.wait_for(
         &["grpc-svc", "upstream connect failed"],
         Duration::from_secs(5),

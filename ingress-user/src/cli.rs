@@ -121,6 +121,10 @@ pub struct RunArgs {
     /// cookie from one node is honoured by all. Default: random at each start.
     #[arg(long, env = "XDP_INGRESS_SESSION_COOKIE_KEY", hide_env_values = true, value_parser = SessionKey::from_hex)]
     pub session_cookie_key: Option<SessionKey>,
+    /// Seconds from a request sent upstream to its response head; then 504 (gRPC backends:
+    /// grpc-status 4). Like ingress-nginx's proxy-read-timeout for the head.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub upstream_timeout: u64,
     /// Largest request body forwarded, like ingress-nginx's proxy-body-size: a number of bytes
     /// with an optional k, m or g suffix (`8m`); `0` = unlimited. Larger bodies get 413.
     #[arg(long, default_value = "1m", value_parser = parse_size)]

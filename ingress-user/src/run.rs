@@ -232,7 +232,10 @@ fn start(
             .collect(),
         worker_port_base: args.worker_port_base,
         bind_ip: IpAddr::from([0, 0, 0, 0]),
-        timeouts: UpstreamTimeouts::default(),
+        timeouts: UpstreamTimeouts {
+            response: Duration::from_secs(args.upstream_timeout.max(1)),
+            ..UpstreamTimeouts::default()
+        },
         limits: Limits {
             max_body_bytes: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
             max_header_bytes: usize::try_from(args.max_header_bytes).unwrap_or(usize::MAX),
