@@ -223,7 +223,7 @@ impl hyper::rt::Write for TlsConn {
 /// `proxy-ssl-verify: off`: any certificate is accepted; signatures are still checked so the
 /// handshake is sound.
 #[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AcceptAny(pub(crate) Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
