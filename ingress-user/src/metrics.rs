@@ -30,11 +30,11 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     /// `namespace/name` of the Ingress (or `--default-backend`).
-    pub ingress: String,
+    pub ingress: Arc<String>,
     /// The rule's host (`*.example.com` for a wildcard, `*` for rules without host).
-    pub host: String,
+    pub host: Arc<String>,
     /// The rule's path.
-    pub path: String,
+    pub path: Arc<String>,
     /// The status code.
     pub code: u16,
 }
@@ -50,7 +50,7 @@ pub struct EndpointLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
     /// The Service port, as in the access log (`service default/web port 80`).
-    pub backend: String,
+    pub backend: Arc<String>,
 }
 
 /// Histogram constructor of per-backend latencies.

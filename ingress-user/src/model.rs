@@ -94,6 +94,8 @@ pub struct Backend {
     pub strategy: Strategy,
     /// How requests are sent to the endpoints (annotations of the Ingress).
     pub upstream: UpstreamOptions,
+    /// `service NS/NAME port P`, formatted once per snapshot for logs and metric labels.
+    pub label: Arc<String>,
     /// Selection state, shared by every worker for this snapshot.
     balancer: Balancer,
 }
@@ -124,6 +126,7 @@ impl Backend {
     ) -> Self {
         let balancer = Balancer::new(&endpoints, &strategy, key);
         Self {
+            label: Arc::new(service.to_string()),
             service,
             endpoints,
             unavailable,
@@ -196,6 +199,28 @@ pub struct PathRoute {
     pub ingress: ObjectRef,
     /// The compiled pattern of an `ImplementationSpecific` path (anchored at the start).
     pub regex: Option<PathRegex>,
+    /// The route's metric labels, built once per snapshot (a request only bumps refcounts).
+    pub metric: RouteMetric,
+}
+
+/// Label values of `xdp_ingress_route_requests_total` for one route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteMetric {
+    /// `namespace/name` of the Ingress.
+    pub ingress: Arc<String>,
+    /// The rule's host (`*.example.com` for a wildcard, `*` for rules without host).
+    pub host: Arc<String>,
+    pub path: Arc<String>,
+}
+
+impl RouteMetric {
+    pub fn new(ingress: &ObjectRef, host: Option<&str>, path: &str) -> Self {
+        Self {
+            ingress: Arc::new(format!("{}/{}", ingress.namespace, ingress.name)),
+            host: Arc::new(host.unwrap_or("*").to_owned()),
+            path: Arc::new(path.to_owned()),
+        }
+    }
 }
 
 /// The routes of one host, precompiled for lookup: `paths` sorted longest path first, then

@@ -26,7 +26,7 @@ pub struct AccessLog {
     pub method: Method,
     pub path: String,
     pub status: u16,
-    pub backend: Option<String>,
+    pub backend: Option<std::sync::Arc<String>>,
     pub upstream: Option<SocketAddr>,
     /// Request head received → response head ready.
     pub duration_ms: f64,
@@ -47,7 +47,7 @@ impl AccessLog {
             status = self.status,
             bytes,
             complete,
-            backend = self.backend.as_deref().unwrap_or("-"),
+            backend = self.backend.as_deref().map_or("-", String::as_str),
             upstream = %self.upstream.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
             duration_ms = self.duration_ms,
             upstream_ms = self.upstream_ms.unwrap_or(-1.0),

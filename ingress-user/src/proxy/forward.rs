@@ -189,12 +189,12 @@ impl Forwarder {
                     .clone()
                     .unwrap_or_else(|| format!("{} has no ready endpoints", backend.service));
                 Outcome::local(StatusCode::SERVICE_UNAVAILABLE, "no_endpoints", why)
-                    .with_backend(backend.service.to_string())
+                    .with_backend(backend.label.clone())
             }
             (None, Some((backend, Some(pick)))) => self
                 .forward(req, backend, pick, &host)
                 .await
-                .with_backend(backend.service.to_string()),
+                .with_backend(backend.label.clone()),
         };
 
         let outcome = if grpc { outcome.grpc() } else { outcome };
@@ -216,9 +216,9 @@ impl Forwarder {
         }
         if let Some(route) = routed {
             let labels = RouteLabels {
-                ingress: format!("{}/{}", route.ingress.namespace, route.ingress.name),
-                host: route.host.clone().unwrap_or_else(|| "*".to_owned()),
-                path: route.path.clone(),
+                ingress: route.metric.ingress.clone(),
+                host: route.metric.host.clone(),
+                path: route.metric.path.clone(),
                 code: status.as_u16(),
             };
             self.metrics.route_requests.get_or_create(&labels).inc();
@@ -261,7 +261,7 @@ impl Forwarder {
         mut pick: Pick<'_>,
         host: &str,
     ) -> Outcome {
-        let service = backend.service.to_string();
+        let service: &str = &backend.label;
         let protocol = backend.upstream.protocol;
         let max_body = match backend.upstream.max_body_bytes {
             Some(0) => None,
@@ -325,8 +325,11 @@ impl Forwarder {
         }
         // A request without a body and with an idempotent method can be sent again after a
         // connect failure (nothing reached the first endpoint).
-        let replay = (is_idempotent(req.method()) && req.body().is_end_stream())
-            .then(|| (req.method().clone(), req.headers().clone()));
+        // Only worth the copy of the headers when there is another endpoint to retry on.
+        let replay = (backend.endpoints.len() > 1
+            && is_idempotent(req.method())
+            && req.body().is_end_stream())
+        .then(|| (req.method().clone(), req.headers().clone()));
         let limit = max_body.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
         let req = req.map(|body| Either::Left(Limited::new(body, limit)));
 
@@ -334,7 +337,7 @@ impl Forwarder {
         let mut result = self.send(backend, req).await;
         if let Ok(Err(err)) = &result {
             if err.is_connect() {
-                self.connect_failed(&service, &pick, err);
+                self.connect_failed(service, &pick, err);
                 let retry = replay.and_then(|(method, headers)| {
                     let next = backend.retry(&pick)?;
                     let mut req = Request::new(Either::Right(Empty::new()));
@@ -350,7 +353,7 @@ impl Forwarder {
                     result = self.send(backend, req).await;
                     if let Ok(Err(err)) = &result {
                         if err.is_connect() {
-                            self.connect_failed(&service, &pick, err);
+                            self.connect_failed(service, &pick, err);
                         }
                     }
                 }

@@ -1,7 +1,7 @@
 //! What happened to one request (`Outcome`): the response, the backend and endpoint, the error
 //! kind and reason for metrics and the access log; the proxy's own short answers (`local`,
 //! `redirect`, `grpc`). And the per-worker request id generator (`RequestIds`).
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -13,7 +13,7 @@ use super::access::ResponseBody;
 #[derive(Debug)]
 pub(super) struct Outcome {
     pub response: Response<ResponseBody>,
-    pub backend: Option<String>,
+    pub backend: Option<Arc<String>>,
     pub endpoint: Option<SocketAddr>,
     /// Request sent upstream → response head (or failure), a retry included.
     pub upstream_ms: Option<f64>,
@@ -84,7 +84,7 @@ impl Outcome {
         self
     }
 
-    pub fn with_backend(mut self, backend: String) -> Self {
+    pub fn with_backend(mut self, backend: Arc<String>) -> Self {
         self.backend = Some(backend);
         self
     }

@@ -164,6 +164,7 @@ pub fn translate_with(inputs: &Inputs, options: &Options) -> (Snapshot, Vec<Diag
             backend: *idx,
             ingress: d.ingress.clone(),
             regex: d.regex.clone(),
+            metric: crate::model::RouteMetric::new(&d.ingress, d.host.as_deref(), &d.path),
         }
     };
 

@@ -29,6 +29,11 @@ fn snapshot(spec: &[(&str, PathKind, &str)]) -> Snapshot {
             backend: BackendIdx(i),
             ingress: ObjectRef::new("Ingress", "default", "i"),
             regex: (*kind == Regex).then(|| PathRegex::new(path).expect("test regex")),
+            metric: crate::model::RouteMetric::new(
+                &ObjectRef::new("Ingress", "default", "i"),
+                None,
+                path,
+            ),
         };
         match *host {
             "" => any.push(route),
