@@ -35,7 +35,7 @@ use std::{
 };
 
 use integration_tests::daemon::{
-    poll, run_to_exit, write_manifest, yaml, Backends, Daemon, DaemonConfig, HttpConn,
+    poll, run_to_exit, stderr_of, write_manifest, yaml, Backends, Daemon, DaemonConfig, HttpConn,
 };
 
 const HOST: &str = "cafe.example.com";
@@ -332,14 +332,6 @@ fn failing_args(manifests: &Path, base: u16, http_port: u16, admin_port: u16) ->
     c.http_port = http_port;
     c.admin_port = admin_port;
     c
-}
-
-fn stderr_of(output: &str) -> String {
-    output
-        .lines()
-        .filter_map(|l| l.strip_prefix("stderr: "))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[test]

@@ -23,8 +23,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use integration_tests::{
-    daemon::{poll, run_to_exit, yaml, Backends, Daemon, DaemonConfig, HttpConn},
-    fakeapi::{self, FakeApi, Kind},
+    daemon::{poll, run_to_exit, yaml, Daemon, DaemonConfig, HttpConn},
+    fakeapi::{self, Cluster, Kind},
     tls::{client_config, tls_ingress, tls_secret, Ca, Https, Trust},
 };
 
@@ -63,31 +63,12 @@ fn slice(service: &str, name: &str, endpoints: &[(SocketAddr, bool)]) -> String 
     s
 }
 
-/// A fake API server, a kubeconfig for it, and backends.
-struct Cluster {
-    api: FakeApi,
-    backends: Backends,
-    dir: tempfile::TempDir,
+/// The objects these tests put into the fake API server.
+trait CafeCluster {
+    fn cafe(&self, coffee: &[(SocketAddr, bool)], tea: &[(SocketAddr, bool)]);
 }
 
-impl Cluster {
-    fn new() -> Self {
-        Self {
-            api: FakeApi::start(),
-            backends: Backends::new(),
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn daemon(&self, worker_port_base: u16, extra: &[&str]) -> Daemon {
-        let kubeconfig = self.api.kubeconfig(self.dir.path());
-        let mut config = DaemonConfig::kube(&kubeconfig, worker_port_base);
-        config
-            .extra_args
-            .extend(extra.iter().map(|s| s.to_string()));
-        Daemon::start(config)
-    }
-
+impl CafeCluster for Cluster {
     /// Our IngressClass `xdp-ingress`, the cafe Ingress of that class, coffee-svc and tea-svc
     /// with one slice per endpoint (`coffee-svc-0`, ...: each backend has its own port).
     fn cafe(&self, coffee: &[(SocketAddr, bool)], tea: &[(SocketAddr, bool)]) {

@@ -14,8 +14,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use integration_tests::{
-    daemon::{poll, yaml, Backends, Daemon, DaemonConfig},
-    fakeapi::{FakeApi, Kind},
+    daemon::{poll, yaml, Daemon},
+    fakeapi::{Cluster, Kind},
 };
 use serde_json::{json, Value};
 
@@ -23,36 +23,26 @@ const HOST: &str = "cafe.example.com";
 const CONVERGE: Duration = Duration::from_secs(15);
 const LEASE_NAMESPACE: &str = "xdp-ingress";
 
-struct Cluster {
-    api: FakeApi,
-    backends: Backends,
-    dir: tempfile::TempDir,
+/// The write-back fixtures these tests add to the fake API server.
+trait StatusCluster {
+    fn leading_daemon(&self, worker_port_base: u16, extra: &[&str]) -> Daemon;
+    fn status(&self, name: &str) -> Value;
+    fn status_writes(&self, name: &str) -> usize;
+    fn events(&self) -> Vec<Value>;
+    fn cafe(&self, coffee: SocketAddr, extra: &[(&str, &str)]);
 }
 
-impl Cluster {
-    fn new() -> Self {
-        Self {
-            api: FakeApi::start(),
-            backends: Backends::new(),
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn daemon(&self, worker_port_base: u16, extra: &[&str]) -> Daemon {
-        let kubeconfig = self.api.kubeconfig(self.dir.path());
-        let mut config = DaemonConfig::kube(&kubeconfig, worker_port_base);
-        config.extra_args.extend(
-            [
-                "--election-namespace",
-                LEASE_NAMESPACE,
-                "--publish-status-address",
-                "192.0.2.10,lb.example.com",
-            ]
-            .iter()
-            .chain(extra)
-            .map(|s| s.to_string()),
-        );
-        Daemon::start(config)
+impl StatusCluster for Cluster {
+    /// The daemon with leader election and status addresses (plus `extra`).
+    fn leading_daemon(&self, worker_port_base: u16, extra: &[&str]) -> Daemon {
+        let mut args = vec![
+            "--election-namespace",
+            LEASE_NAMESPACE,
+            "--publish-status-address",
+            "192.0.2.10,lb.example.com",
+        ];
+        args.extend_from_slice(extra);
+        self.daemon(worker_port_base, &args)
     }
 
     /// Our class, the cafe Ingress (/coffee, plus `extra` paths), coffee-svc with one endpoint.
@@ -117,7 +107,7 @@ fn leader_writes_status_once_and_clears_it_when_the_ingress_leaves_our_class() {
     let c = Cluster::new();
     let c1 = c.backends.demo("coffee-1");
     c.cafe(c1, &[]);
-    let d = c.daemon(17000, &[]);
+    let d = c.leading_daemon(17000, &[]);
     assert_eq!(d.get(HOST, "/coffee").server(), "coffee-1");
 
     poll(CONVERGE, "status written", || {
@@ -170,7 +160,7 @@ fn a_bad_ingress_gets_a_warning_event_and_a_normal_one_when_fixed() {
         &yaml::ingress("foreign", "foreign.example", &[("/", "missing-svc")])
             .replace("ingressClassName: xdp-ingress", "ingressClassName: other"),
     );
-    let d = c.daemon(19000, &[]);
+    let d = c.leading_daemon(19000, &[]);
     assert_eq!(d.get(HOST, "/ghost").status, 503);
 
     let warning = poll(CONVERGE, "a Warning Event", || {
@@ -213,9 +203,9 @@ fn only_one_daemon_leads_and_the_other_takes_over_when_it_stops() {
     let c1 = c.backends.demo("coffee-1");
     c.cafe(c1, &[]);
     let fast = ["--lease-seconds", "2"];
-    let mut a = c.daemon(30000, &fast);
+    let mut a = c.leading_daemon(30000, &fast);
     a.log.wait_for(&["became the leader"], CONVERGE);
-    let b = c.daemon(31000, &fast);
+    let b = c.leading_daemon(31000, &fast);
     poll(CONVERGE, "status written", || {
         (c.status("cafe") == ours()).then_some(())
     });

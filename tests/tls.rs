@@ -23,7 +23,7 @@
 use std::{net::TcpListener, path::Path, time::Duration};
 
 use integration_tests::{
-    daemon::{poll, run_to_exit, write_manifest, yaml, Backends, Daemon, DaemonConfig},
+    daemon::{poll, run_to_exit, stderr_of, write_manifest, yaml, Backends, Daemon, DaemonConfig},
     tls::{client_config, tls_ingress, tls_secret, Ca, Https, Trust},
 };
 
@@ -35,14 +35,6 @@ fn write_web(dir: &Path, backends: &Backends) {
         "web.yaml",
         &yaml::service_with_endpoints("web", &[web]),
     );
-}
-
-fn stderr_of(output: &str) -> String {
-    output
-        .lines()
-        .filter_map(|l| l.strip_prefix("stderr: "))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[test]

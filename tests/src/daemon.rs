@@ -361,6 +361,15 @@ impl Drop for Daemon {
 
 /// Runs the daemon with `args` and expects it to exit by itself within `timeout`; returns its
 /// status and everything it wrote (stdout and stderr). Kills it (by PID) if it does not exit.
+/// The stderr lines of a `run_to_exit` output (which prefixes each line with its stream).
+pub fn stderr_of(output: &str) -> String {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("stderr: "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub fn run_to_exit(args: &[String], timeout: Duration) -> (ExitStatus, String) {
     let mut child = command(args).spawn().expect("spawning xdp-ingress");
     let log = Log::default();

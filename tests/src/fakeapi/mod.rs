@@ -34,7 +34,10 @@ use hyper::{
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
+mod cluster;
 pub mod store;
+
+pub use cluster::Cluster;
 
 pub use store::Kind;
 use store::{FieldSelector, State};
