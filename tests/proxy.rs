@@ -21,45 +21,17 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    path::Path,
     thread,
     time::Duration,
 };
 
 use integration_tests::daemon::{
-    write_manifest, yaml, Backends, Daemon, DaemonConfig, HttpConn, IO_TIMEOUT,
+    write_manifest, write_route as setup, yaml, Backends, Daemon, DaemonConfig, HttpConn,
+    IO_TIMEOUT,
 };
 
 /// Worker-port bases, one per test, in ranges no other test binary uses.
 const BASES: [u16; 6] = [14000, 14600, 15200, 15800, 16400, 17000];
-
-/// `service` with `endpoints`, and an Ingress routing every path of `host` to it.
-fn setup(
-    dir: &Path,
-    host: &str,
-    service: &str,
-    endpoints: &[SocketAddr],
-    annotations: &[(&str, &str)],
-) {
-    write_manifest(
-        dir,
-        &format!("{service}.yaml"),
-        &yaml::service_with_endpoints(service, endpoints),
-    );
-    let mut ingress = yaml::ingress(&format!("{service}-ing"), host, &[("/", service)]);
-    if !annotations.is_empty() {
-        let mut a = String::from("  annotations:\n");
-        for (k, v) in annotations {
-            a.push_str(&format!("    {k}: {v:?}\n"));
-        }
-        ingress = ingress.replacen(
-            "  namespace: default\n",
-            &format!("  namespace: default\n{a}"),
-            1,
-        );
-    }
-    write_manifest(dir, &format!("{service}-ing.yaml"), &ingress);
-}
 
 /// A backend on its own threads: each connection is handed to `serve` (bounded: the listener
 /// lives as long as the test process, each connection ends with its peer).

@@ -530,6 +530,35 @@ pub fn write_manifest(dir: &Path, name: &str, text: &str) {
     std::fs::rename(&tmp, dir.join(name)).expect("renaming a manifest into place");
 }
 
+/// Writes `service` with `endpoints`, and an Ingress `<service>-ing` with `annotations` routing
+/// every path of `host` to it.
+pub fn write_route(
+    dir: &Path,
+    host: &str,
+    service: &str,
+    endpoints: &[SocketAddr],
+    annotations: &[(&str, &str)],
+) {
+    write_manifest(
+        dir,
+        &format!("{service}.yaml"),
+        &yaml::service_with_endpoints(service, endpoints),
+    );
+    let mut ingress = yaml::ingress(&format!("{service}-ing"), host, &[("/", service)]);
+    if !annotations.is_empty() {
+        let mut a = String::from("  annotations:\n");
+        for (k, v) in annotations {
+            a.push_str(&format!("    {k}: {v:?}\n"));
+        }
+        ingress = ingress.replacen(
+            "  namespace: default\n",
+            &format!("  namespace: default\n{a}"),
+            1,
+        );
+    }
+    write_manifest(dir, &format!("{service}-ing.yaml"), &ingress);
+}
+
 /// One HTTP/1.1 response.
 #[derive(Clone, Debug)]
 pub struct Response {

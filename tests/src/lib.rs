@@ -1,11 +1,12 @@
 //! Support code shared by the integration tests: packet builders and checksum checks for
 //! `BPF_PROG_TEST_RUN` (`packet`), network-namespace topologies that clean up after
 //! themselves (`netns`), the daemon as a child process (`daemon`), certificates plus a
-//! rustls/hyper HTTPS client for the TLS tests (`tls`), and a fake Kubernetes API server
-//! (`fakeapi`).
+//! rustls/hyper HTTPS client for the TLS tests (`tls`), a raw HTTP/2 frame client for abuse
+//! tests (`h2raw`), and a fake Kubernetes API server (`fakeapi`).
 pub mod daemon;
 pub mod e2e;
 pub mod fakeapi;
+pub mod h2raw;
 pub mod netns;
 pub mod packet;
 pub mod tls;

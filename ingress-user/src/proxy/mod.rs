@@ -11,6 +11,7 @@ pub mod access;
 pub mod balance;
 pub mod forward;
 pub mod headers;
+pub mod http2;
 pub mod listener;
 mod outcome;
 pub mod router;

@@ -4,7 +4,8 @@
 //!
 //! Accept tasks feed accepted connections to the worker loop; each connection gets its own task
 //! that, on the HTTPS port, first runs the TLS handshake (`tls::handshake`), then is served by
-//! hyper-util's auto server (HTTP/1.1 keep-alive and upgrades such as WebSocket, HTTP/2 by ALPN over TLS or h2c prior knowledge)
+//! hyper-util's auto server (HTTP/1.1 keep-alive and upgrades such as WebSocket, HTTP/2 by ALPN over TLS or h2c prior knowledge,
+//! with the stream and reset limits of `http2`)
 //! through `Forwarder`. On
 //! shutdown the worker stops accepting, lets in-flight requests finish (HTTP/1.1 connections are
 //! closed after their current response, HTTP/2 gets GOAWAY), and gives up after the grace period.
@@ -104,7 +105,7 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
 
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).header_read_timeout(spec.header_read_timeout).keep_alive(true).max_buf_size(spec.limits.max_header_bytes.max(8192));
-        builder.http2().timer(TokioTimer::new()).max_concurrent_streams(250).max_header_list_size(u32::try_from(spec.limits.max_header_bytes).unwrap_or(u32::MAX));
+        super::http2::configure(&mut builder, spec.limits.max_header_bytes);
         let graceful = GracefulShutdown::new();
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tracing::debug!(slot, "worker running");
