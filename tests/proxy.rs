@@ -11,8 +11,7 @@
 //! - `backend-protocol: H2C`: an HTTP/2 cleartext backend's trailers reach an h2c client;
 //!   `backend-protocol: GRPC` with an unreachable backend answers HTTP 200 with `grpc-status` 14,
 //!   with a backend slower than `--upstream-timeout` `grpc-status` 4 (plain H2C: a short 504);
-//! - `backend-protocol: HTTPS`: a TLS backend with a certificate nobody trusts is reached with
-//!   verification off (the default) and refused (502) with `proxy-ssl-verify: "on"`;
+//! - (`backend-protocol: HTTPS` and its verification: `tests/upstream.rs`);
 //! - one endpoint of two refuses connections: every GET still succeeds (retried on the other
 //!   endpoint), and the refusing endpoint is ejected with a log line naming it; the route,
 //!   endpoint and backend metrics and the access log's bytes and upstream latency count them;
@@ -26,8 +25,7 @@ use std::{
 };
 
 use integration_tests::daemon::{
-    write_manifest, write_route as setup, yaml, Backends, Daemon, DaemonConfig, HttpConn,
-    IO_TIMEOUT,
+    write_route as setup, Backends, Daemon, DaemonConfig, HttpConn, IO_TIMEOUT,
 };
 
 /// Worker-port bases, one per test, in ranges no other test binary uses.
@@ -532,98 +530,6 @@ fn h2c_trailers_pass_through_and_grpc_failures_are_grpc_status() {
     let mut conn = HttpConn::connect(d.http_addr()).unwrap();
     let r = conn.request("h1.example", "/", &[]).unwrap();
     assert_eq!(r.status, 502);
-}
-
-/// An HTTP/1.1-over-TLS backend (certificate for 127.0.0.1 from a throwaway CA) answering
-/// `tls <path>`.
-fn https_backend(rt: &tokio::runtime::Runtime) -> SocketAddr {
-    use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
-    let ca = integration_tests::tls::Ca::new();
-    let pair = ca.ecdsa(&["127.0.0.1"]);
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(pair.chain_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-    let std_listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    std_listener.set_nonblocking(true).unwrap();
-    let addr = std_listener.local_addr().unwrap();
-    rt.spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
-        while let Ok((stream, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(
-                    |req: http::Request<hyper::body::Incoming>| async move {
-                        let body = http_body_util::Full::new(bytes::Bytes::from(format!(
-                            "tls {}\n",
-                            req.uri().path()
-                        )));
-                        Ok::<_, std::convert::Infallible>(http::Response::new(body))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-#[test]
-fn https_backends_without_and_with_verification() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let tls = https_backend(&rt);
-    setup(
-        dir.path(),
-        "tls.example",
-        "tls-svc",
-        &[tls],
-        &[("xdp-ingress.io/backend-protocol", "HTTPS")],
-    );
-    setup(
-        dir.path(),
-        "verify.example",
-        "verify-svc",
-        &[tls],
-        &[
-            ("nginx.ingress.kubernetes.io/backend-protocol", "HTTPS"),
-            ("xdp-ingress.io/proxy-ssl-verify", "on"),
-        ],
-    );
-    let d = Daemon::start(DaemonConfig::new(dir.path(), BASES[4]));
-    let mut conn = HttpConn::connect(d.http_addr()).unwrap();
-    let r = conn.request("tls.example", "/secure", &[]).unwrap();
-    assert_eq!(
-        (r.status, r.body.as_str()),
-        (200, "tls /secure\n"),
-        "log:\n{}",
-        d.log.text()
-    );
-    let r = conn.request("verify.example", "/secure", &[]).unwrap();
-    assert_eq!(r.status, 502, "{}", r.body);
-    d.log.wait_for(
-        &["verify-svc", "status=502", "certificate"],
-        Duration::from_secs(5),
-    );
 }
 
 #[test]

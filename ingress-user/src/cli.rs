@@ -125,6 +125,10 @@ pub struct RunArgs {
     /// grpc-status 4). Like ingress-nginx's proxy-read-timeout for the head.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub upstream_timeout: u64,
+    /// PEM file of the CAs that verify HTTPS backends with proxy-ssl-verify on (instead of the
+    /// system roots); an Ingress's proxy-ssl-secret overrides it for its backends.
+    #[arg(long, value_name = "PEM_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
     /// Largest request body forwarded, like ingress-nginx's proxy-body-size: a number of bytes
     /// with an optional k, m or g suffix (`8m`); `0` = unlimited. Larger bodies get 413.
     #[arg(long, default_value = "1m", value_parser = parse_size)]

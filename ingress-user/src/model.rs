@@ -5,7 +5,8 @@
 //! with `proxy::router::find` (host maps and per-host path indexes built here, at snapshot build);
 //! backend selection state (`proxy::balance::Balancer`: cursors, latency averages, hash rings)
 //! lives inside the snapshot's `Backend`s, so it is built once per update and shared by every
-//! worker.
+//! worker; `Snapshot::inherit` carries the per-endpoint part of it (passive health, latency
+//! averages, round-robin position) over from the snapshot it replaces.
 //!
 //! TLS: `TlsTable` maps the hosts named in `spec.tls` to their certificates (parsed and checked by
 //! `translate`); `proxy::tls` resolves SNI against the current snapshot's table on every handshake,
@@ -273,6 +274,14 @@ pub struct UpstreamOptions {
     pub protocol: BackendProtocol,
     /// `proxy-ssl-verify: on`: verify the backend's certificate (HTTPS).
     pub ssl_verify: bool,
+    /// `proxy-ssl-name`: the name sent as SNI and verified in the backend's certificate (HTTPS);
+    /// `None`: the endpoint's IP address.
+    pub ssl_name: Option<Arc<str>>,
+    /// `proxy-ssl-secret`: the Secret whose `ca.crt` verifies the backend (HTTPS).
+    pub ssl_secret: Option<ObjectRef>,
+    /// The PEM CA bundle read from `ssl_secret` (filled by `translate`); `None`: the daemon's
+    /// trust (`--upstream-ca-file`, else the system roots).
+    pub ssl_ca: Option<Arc<str>>,
     /// `proxy-body-size`: `Some(0)` unlimited, `None` the global `--max-body-bytes`.
     pub max_body_bytes: Option<u64>,
 }
@@ -398,6 +407,29 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn backend(&self, idx: BackendIdx) -> &Backend {
         &self.backends[idx.0]
+    }
+
+    /// Takes over the selection and health state of `previous` (the snapshot this one replaces)
+    /// for every backend both have (same Service port, strategy and upstream options), endpoint
+    /// by endpoint where the endpoint is still there: a reload neither sends traffic back to an
+    /// ejected endpoint nor forgets latency averages. Called by `publish` before the swap.
+    pub fn inherit(&self, previous: &Snapshot) {
+        if previous.backends.is_empty() {
+            return;
+        }
+        let mut old: HashMap<&ServiceBackendRef, Vec<&Backend>> = HashMap::new();
+        for b in &previous.backends {
+            old.entry(&b.service).or_default().push(b);
+        }
+        for b in &self.backends {
+            let same = old.get(&b.service).and_then(|list| {
+                list.iter()
+                    .find(|o| o.strategy == b.strategy && o.upstream == b.upstream)
+            });
+            if let Some(o) = same {
+                b.balancer.inherit(&o.balancer);
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! The one writer of the served configuration: swaps a whole `Arc<Snapshot>` in one atomic store
-//! and tells watchers the new generation.
+//! The one writer of the served configuration: carries the selection and health state of the
+//! current snapshot over to the next one, swaps the whole `Arc<Snapshot>` in one atomic store and
+//! tells watchers the new generation.
 //!
 //! Workers hold a `SnapshotReader` and call `load()` once per request: every request sees one
 //! complete snapshot, never parts of two. The generation counter is what `/readyz` and the
@@ -42,10 +43,13 @@ impl Publisher {
         )
     }
 
-    /// Publishes `snapshot` as the next generation and returns that generation.
+    /// Publishes `snapshot` as the next generation and returns that generation. The selection and
+    /// health state of the backends it shares with the current snapshot is carried over first
+    /// (`Snapshot::inherit`).
     pub fn publish(&mut self, mut snapshot: Snapshot) -> u64 {
         let generation = *self.generation.borrow() + 1;
         snapshot.generation = generation;
+        snapshot.inherit(&self.current.load());
         self.current.store(Arc::new(snapshot));
         self.generation.send_replace(generation);
         generation

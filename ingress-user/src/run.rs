@@ -29,6 +29,7 @@ use crate::{
     metrics::{Metrics, ReloadLabels},
     proxy::{
         tls::{self, CertResolver},
+        upstream::UpstreamTrust,
         BoundPool, Limits, PoolConfig, PublicPort, UpstreamTimeouts, WorkerPool,
     },
     publish::Publisher,
@@ -225,6 +226,10 @@ fn start(
     let generation = dataplane
         .as_ref()
         .map_or(0, |dp| dp.takeover().generation as u16);
+    let upstream_trust = match &args.upstream_ca_file {
+        Some(path) => UpstreamTrust::from_pem_file(path)?,
+        None => UpstreamTrust::system(),
+    };
     let pool = BoundPool::bind(PoolConfig {
         workers,
         public_ports: std::iter::once(PublicPort::http(args.http_port))
@@ -243,6 +248,7 @@ fn start(
         trusted_proxies: args.trusted_proxies.clone().unwrap_or_default(),
         header_read_timeout: Duration::from_secs(30),
         grace: Duration::from_secs(args.drain_seconds),
+        upstream_trust,
         steer_by: args.steer_by,
         generation,
     })?;

@@ -80,6 +80,11 @@ impl Ca {
         Self { root, intermediate }
     }
 
+    /// The root certificate as PEM (what a client trusts).
+    pub fn root_pem(&self) -> String {
+        self.root.pem()
+    }
+
     /// The root certificate (what the client trusts).
     pub fn root_der(&self) -> CertificateDer<'static> {
         self.root.der().clone()
@@ -122,6 +127,52 @@ impl Ca {
     pub fn rsa(&self, names: &[&str]) -> Pair {
         self.leaf(names, KeyPair::from_pem(RSA_PKCS8).expect("RSA key"), false)
     }
+}
+
+/// An HTTP/1.1-over-TLS backend on 127.0.0.1 serving `pair`, answering `tls <path>`, run by `rt`.
+pub fn https_backend(rt: &tokio::runtime::Runtime, pair: &Pair) -> std::net::SocketAddr {
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pair.chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let body = http_body_util::Full::new(bytes::Bytes::from(format!(
+                            "tls {}\n",
+                            req.uri().path()
+                        )));
+                        Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
 }
 
 /// Standard base64 with padding (what Secret `data` holds).

@@ -20,6 +20,10 @@
 //!   the key hashed onto a ring of subsets, round robin inside the subset.
 //! - `sticky`: see `sticky.rs`.
 //!
+//! A reload builds new `Balancer`s; `inherit` copies the per-endpoint state (passive health, EWMA
+//! averages) and the round-robin position over from the previous snapshot's, for the endpoints
+//! that are still there.
+//!
 //! Everything here is pure apart from the clock read in `pick`/`done` for EWMA (the logic takes
 //! times as arguments, so tests drive it).
 use std::{
@@ -98,6 +102,27 @@ impl Balancer {
             endpoints: endpoints.to_vec(),
             policy,
             health: Health::new(n),
+        }
+    }
+
+    /// Takes over the state of `previous` (the same backend in the snapshot this one replaces)
+    /// for the endpoints both have: passive health, EWMA averages; and the round-robin position.
+    /// Endpoints are sorted in both, so each is found by binary search.
+    pub fn inherit(&self, previous: &Balancer) {
+        let now = Instant::now();
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            let Ok(j) = previous.endpoints.binary_search(endpoint) else {
+                continue;
+            };
+            self.health.inherit(i, &previous.health, j, now);
+            if let (Policy::Ewma(new), Policy::Ewma(old)) = (&self.policy, &previous.policy) {
+                new.inherit(i, old, j, now);
+            }
+        }
+        if let (Policy::RoundRobin(new), Policy::RoundRobin(old)) = (&self.policy, &previous.policy)
+        {
+            let at = old.cursor.load(Ordering::Relaxed);
+            new.cursor.store(at, Ordering::Relaxed);
         }
     }
 
@@ -314,6 +339,14 @@ impl Ewma {
         };
         self.stats[chosen].inflight.fetch_add(1, Ordering::Relaxed);
         chosen
+    }
+
+    /// Endpoint `i` takes over the average of `previous`'s endpoint `j`, as of `now`.
+    fn inherit(&self, i: usize, previous: &Ewma, j: usize, now: Instant) {
+        let average = previous.average(j, previous.nanos(now));
+        let s = &self.stats[i];
+        s.cost.store(average.to_bits(), Ordering::Relaxed);
+        s.stamp.store(self.nanos(now), Ordering::Relaxed);
     }
 
     fn release(&self, i: usize) {

@@ -120,9 +120,10 @@ impl Forwarder {
         limits: Limits,
         trusted: TrustedProxies,
         https_port: Option<u16>,
+        upstream_trust: upstream::UpstreamTrust,
     ) -> Self {
         Self {
-            upstreams: Upstreams::new(timeouts.connect),
+            upstreams: Upstreams::new(timeouts.connect, upstream_trust),
             snapshots,
             metrics,
             timeouts,
@@ -436,8 +437,7 @@ impl Forwarder {
         backend: &Backend,
         req: Request<UpstreamBody>,
     ) -> Result<Result<Response<Incoming>, ClientError>, tokio::time::error::Elapsed> {
-        let (protocol, verify) = (backend.upstream.protocol, backend.upstream.ssl_verify);
-        let sending = self.upstreams.send(protocol, verify, req);
+        let sending = self.upstreams.send(&backend.upstream, req);
         tokio::time::timeout(self.timeouts.response, sending).await
     }
 

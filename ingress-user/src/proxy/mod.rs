@@ -74,6 +74,8 @@ pub struct PoolConfig {
     pub trusted_proxies: headers::TrustedProxies,
     pub header_read_timeout: Duration,
     pub grace: Duration,
+    /// Trust anchors of verified HTTPS backends without `proxy-ssl-secret`.
+    pub upstream_trust: upstream::UpstreamTrust,
     pub steer_by: SteerBy,
     /// Worker-port generation (0 or 1) this daemon serves; the other one is its predecessor's.
     pub generation: u16,
@@ -215,6 +217,7 @@ impl WorkerPool {
             trusted_proxies: self.config.trusted_proxies.clone(),
             header_read_timeout: self.config.header_read_timeout,
             grace: self.config.grace,
+            upstream_trust: self.config.upstream_trust.clone(),
             crash: crash.clone(),
         };
         let rx = self.shutdown.subscribe();

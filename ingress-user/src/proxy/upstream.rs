@@ -1,18 +1,22 @@
 //! The pooled upstream clients of one worker, one per backend protocol (`model::BackendProtocol`):
-//! HTTP/1.1, HTTP/2 with prior knowledge (H2C and GRPC), and HTTP/1.1 over TLS with or without
-//! certificate verification (`proxy-ssl-verify`). `Upstreams::send` takes a request whose URI
-//! names the endpoint (`uri`) and sends it with the backend's client.
+//! HTTP/1.1, HTTP/2 with prior knowledge (H2C and GRPC), and HTTP/1.1 over TLS, one client per
+//! TLS setting in use (`TlsKey`: verification on or off, the server name, the CA bundle), made on
+//! first use and kept. `Upstreams::send` takes a request whose URI names the endpoint (`uri`) and
+//! sends it with the backend's client.
 //!
-//! Verification (`proxy-ssl-verify: on`) checks the backend's certificate against the system
-//! roots (`/etc/ssl/certs/ca-certificates.crt`, or `SSL_CERT_FILE`) for the endpoint's IP address
-//! (the name a Service endpoint has); when no roots can be read, verified backends fail to
-//! connect with an error saying so. Off (the default, as in ingress-nginx) accepts any
-//! certificate: the connection is encrypted, not authenticated.
+//! Verification (`proxy-ssl-verify: on`) checks the backend's certificate for `proxy-ssl-name`,
+//! else for the endpoint's IP address (the name a Service endpoint has), against the CA bundle of
+//! `proxy-ssl-secret`, else the daemon's `UpstreamTrust` (`--upstream-ca-file`, else the system
+//! roots: `/etc/ssl/certs/ca-certificates.crt` or `SSL_CERT_FILE`); when none can be read,
+//! verified backends fail to connect with an error saying so. Off (the default, as in
+//! ingress-nginx) accepts any certificate: the connection is encrypted, not authenticated.
 use std::{
+    collections::HashMap,
     future::Future,
     net::SocketAddr,
+    path::Path,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -28,74 +32,124 @@ use hyper_util::{
 };
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::CryptoProvider,
     pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime},
-    DigitallySignedStruct, SignatureScheme,
+    DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use tokio::net::TcpStream;
 
 use super::forward::UpstreamBody;
-use crate::model::BackendProtocol;
+use crate::model::{BackendProtocol, UpstreamOptions};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The trust anchors of verified HTTPS backends without a `proxy-ssl-secret`.
+#[derive(Clone, Debug)]
+pub struct UpstreamTrust(Arc<RootCertStore>);
+
+/// `--upstream-ca-file` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("--upstream-ca-file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("--upstream-ca-file {path}: no usable CERTIFICATE block")]
+    Empty { path: String },
+}
+
+impl UpstreamTrust {
+    /// The system's roots; empty (every verification fails) when none can be read.
+    pub fn system() -> Self {
+        let path = std::env::var_os("SSL_CERT_FILE")
+            .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+        let mut roots = RootCertStore::empty();
+        match CertificateDer::pem_file_iter(&path) {
+            Ok(certs) => {
+                let (added, _ignored) = roots.add_parsable_certificates(certs.flatten());
+                tracing::debug!(path = %path.to_string_lossy(), added, "system roots for proxy-ssl-verify");
+            }
+            Err(err) => tracing::warn!(
+                path = %path.to_string_lossy(), %err,
+                "no system roots: backends with proxy-ssl-verify on will fail to connect"
+            ),
+        }
+        Self(Arc::new(roots))
+    }
+
+    /// The certificates of the PEM file at `path` (`--upstream-ca-file`), instead of the system's.
+    pub fn from_pem_file(path: &Path) -> Result<Self, TrustError> {
+        let shown = path.display().to_string();
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|source| TrustError::Read {
+                path: shown.clone(),
+                source,
+            })?;
+        let mut roots = RootCertStore::empty();
+        let (added, _ignored) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(TrustError::Empty { path: shown });
+        }
+        Ok(Self(Arc::new(roots)))
+    }
+}
+
+/// What tells one HTTPS client from another.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct TlsKey {
+    verify: bool,
+    name: Option<Arc<str>>,
+    ca: Option<Arc<str>>,
+}
 
 /// One worker's clients.
 #[derive(Debug)]
 pub struct Upstreams {
     http: Client<HttpConnector, UpstreamBody>,
     h2c: Client<HttpConnector, UpstreamBody>,
-    https: Client<TlsConnector, UpstreamBody>,
-    https_verified: Client<TlsConnector, UpstreamBody>,
+    https: Mutex<HashMap<TlsKey, Client<TlsConnector, UpstreamBody>>>,
+    tcp: HttpConnector,
+    trust: UpstreamTrust,
+    provider: Arc<CryptoProvider>,
+}
+
+/// A pooled client builder with the worker's settings.
+fn client_builder() -> hyper_util::client::legacy::Builder {
+    let mut b = Client::builder(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256);
+    b
 }
 
 impl Upstreams {
     /// Must be called inside the worker's runtime.
-    pub fn new(connect_timeout: Duration) -> Self {
+    pub fn new(connect_timeout: Duration, trust: UpstreamTrust) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
         connector.enforce_http(false);
-        let builder = || {
-            let mut b = Client::builder(TokioExecutor::new());
-            b.timer(TokioTimer::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .pool_max_idle_per_host(256);
-            b
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = |verify: bool| {
-            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default TLS versions");
-            let config = if verify {
-                config.with_root_certificates(system_roots())
-            } else {
-                config
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AcceptAny(provider.clone())))
-            }
-            .with_no_client_auth();
-            TlsConnector {
-                tcp: connector.clone(),
-                tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
-            }
-        };
         Self {
-            http: builder().build(connector.clone()),
-            h2c: builder().http2_only(true).build(connector.clone()),
-            https: builder().build(tls(false)),
-            https_verified: builder().build(tls(true)),
+            http: client_builder().build(connector.clone()),
+            h2c: client_builder().http2_only(true).build(connector.clone()),
+            https: Mutex::new(HashMap::new()),
+            tcp: connector,
+            trust,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
         }
     }
 
-    /// Sends `req` (its URI from `uri`) with the client of `protocol`.
+    /// Sends `req` (its URI from `uri`) the way `options` say (protocol, TLS settings).
     pub async fn send(
         &self,
-        protocol: BackendProtocol,
-        verify: bool,
+        options: &UpstreamOptions,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, ClientError> {
-        match protocol {
+        match options.protocol {
             BackendProtocol::Http => {
                 *req.version_mut() = Version::HTTP_11;
                 self.http.request(req).await
@@ -106,11 +160,54 @@ impl Upstreams {
             }
             BackendProtocol::Https => {
                 *req.version_mut() = Version::HTTP_11;
-                match verify {
-                    true => self.https_verified.request(req).await,
-                    false => self.https.request(req).await,
-                }
+                let client = self.https_client(options);
+                client.request(req).await
             }
+        }
+    }
+
+    /// The HTTPS client for the TLS settings of `options`, made on first use.
+    fn https_client(&self, options: &UpstreamOptions) -> Client<TlsConnector, UpstreamBody> {
+        let key = TlsKey {
+            verify: options.ssl_verify,
+            name: options.ssl_name.clone(),
+            ca: options.ssl_ca.clone().filter(|_| options.ssl_verify),
+        };
+        let mut clients = self.https.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return client.clone();
+        }
+        let client = client_builder().build(self.tls_connector(&key));
+        clients.insert(key, client.clone());
+        client
+    }
+
+    fn tls_connector(&self, key: &TlsKey) -> TlsConnector {
+        let config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions");
+        let config = match (key.verify, &key.ca) {
+            (true, None) => config.with_root_certificates(self.trust.0.clone()),
+            (true, Some(pem)) => {
+                let mut roots = RootCertStore::empty();
+                // Checked to parse when the snapshot was built.
+                roots.add_parsable_certificates(
+                    CertificateDer::pem_slice_iter(pem.as_bytes()).flatten(),
+                );
+                config.with_root_certificates(roots)
+            }
+            (false, _) => config
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAny(self.provider.clone()))),
+        }
+        .with_no_client_auth();
+        TlsConnector {
+            tcp: self.tcp.clone(),
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            name: key
+                .name
+                .as_deref()
+                .and_then(|n| ServerName::try_from(n.to_owned()).ok()),
         }
     }
 }
@@ -129,29 +226,12 @@ pub fn uri(protocol: BackendProtocol, endpoint: SocketAddr, pq: &PathAndQuery) -
         .ok()
 }
 
-/// The system's trusted roots; empty (every verification fails) when none can be read.
-fn system_roots() -> rustls::RootCertStore {
-    let path = std::env::var_os("SSL_CERT_FILE")
-        .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
-    let mut roots = rustls::RootCertStore::empty();
-    match CertificateDer::pem_file_iter(&path) {
-        Ok(certs) => {
-            let (added, _ignored) = roots.add_parsable_certificates(certs.flatten());
-            tracing::debug!(path = %path.to_string_lossy(), added, "system roots for proxy-ssl-verify");
-        }
-        Err(err) => tracing::warn!(
-            path = %path.to_string_lossy(), %err,
-            "no system roots: backends with proxy-ssl-verify on will fail to connect"
-        ),
-    }
-    roots
-}
-
-/// TCP, then a TLS handshake with the endpoint's IP address as the server name.
+/// TCP, then a TLS handshake for `name`, else the endpoint's IP address.
 #[derive(Clone)]
 struct TlsConnector {
     tcp: HttpConnector,
     tls: tokio_rustls::TlsConnector,
+    name: Option<ServerName<'static>>,
 }
 
 impl std::fmt::Debug for TlsConnector {
@@ -172,9 +252,15 @@ impl tower_service::Service<Uri> for TlsConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tcp = self.tcp.call(uri.clone());
         let tls = self.tls.clone();
+        let name = self.name.clone();
         Box::pin(async move {
-            let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
-            let name = ServerName::try_from(host.to_owned())?;
+            let name = match name {
+                Some(name) => name,
+                None => {
+                    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+                    ServerName::try_from(host.to_owned())?
+                }
+            };
             let stream = tcp.await?.into_inner();
             let stream = tls.connect(name, stream).await?;
             Ok(TlsConn(TokioIo::new(stream)))

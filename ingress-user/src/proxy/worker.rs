@@ -49,6 +49,7 @@ pub struct WorkerSpec {
     pub trusted_proxies: super::headers::TrustedProxies,
     pub header_read_timeout: Duration,
     pub grace: Duration,
+    pub upstream_trust: super::upstream::UpstreamTrust,
     /// Test hook: notified → the main loop panics, as a bug in the worker would.
     pub crash: Arc<tokio::sync::Notify>,
 }
@@ -72,7 +73,7 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
     runtime.block_on(async move {
         let slot = spec.slot;
         let https_port = spec.listeners.iter().find(|l| l.tls.is_some()).map(|l| l.public_port);
-        let forwarder = Arc::new(Forwarder::new(spec.snapshots, spec.metrics.clone(), spec.timeouts, spec.limits, spec.trusted_proxies, https_port));
+        let forwarder = Arc::new(Forwarder::new(spec.snapshots, spec.metrics.clone(), spec.timeouts, spec.limits, spec.trusted_proxies, https_port, spec.upstream_trust));
         let (tx, mut accepted) = mpsc::channel::<Accepted>(1024);
         let mut acceptors = tokio::task::JoinSet::new();
         for l in spec.listeners {

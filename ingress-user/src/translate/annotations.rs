@@ -35,6 +35,8 @@ pub const COOKIE_SAMESITE: &str = "session-cookie-samesite";
 pub const COOKIE_SECURE: &str = "session-cookie-secure";
 pub const BACKEND_PROTOCOL: &str = "backend-protocol";
 pub const PROXY_SSL_VERIFY: &str = "proxy-ssl-verify";
+pub const PROXY_SSL_NAME: &str = "proxy-ssl-name";
+pub const PROXY_SSL_SECRET: &str = "proxy-ssl-secret";
 pub const PROXY_BODY_SIZE: &str = "proxy-body-size";
 
 /// Subset size when `upstream-hash-by-subset-size` is absent (as in ingress-nginx).
@@ -155,7 +157,9 @@ pub(super) fn strategy(
 }
 
 /// How the backends of `ingress` are spoken to: `backend-protocol` (HTTP, H2C, HTTPS, GRPC),
-/// `proxy-ssl-verify` (on/off), `proxy-body-size` (`8m`, `0` = unlimited).
+/// `proxy-ssl-verify` (on/off), `proxy-ssl-name` (a DNS name or IP address),
+/// `proxy-ssl-secret` (`namespace/name`, or `name` in the Ingress's namespace; its `ca.crt` is
+/// read by `translate`), `proxy-body-size` (`8m`, `0` = unlimited).
 pub(super) fn upstream(
     annotations: Option<&BTreeMap<String, String>>,
     ingress: &ObjectRef,
@@ -184,11 +188,40 @@ pub(super) fn upstream(
             _ => Err("expected on or off".into()),
         })
         .unwrap_or(false);
+    let ssl_name = r.parse(PROXY_SSL_NAME, "using the endpoint's IP address", |v| {
+        rustls::pki_types::ServerName::try_from(v)
+            .map(|_| std::sync::Arc::from(v))
+            .map_err(|_| "expected a DNS name or an IP address".into())
+    });
+    let ssl_secret = r.parse(
+        PROXY_SSL_SECRET,
+        "using --upstream-ca-file or the system roots",
+        |v| secret_ref(v, &ingress.namespace),
+    );
     let max_body_bytes = r.parse(PROXY_BODY_SIZE, "using --max-body-bytes", size);
     UpstreamOptions {
         protocol,
         ssl_verify,
+        ssl_name,
+        ssl_secret,
+        ssl_ca: None,
         max_body_bytes,
+    }
+}
+
+/// `namespace/name` or `name` (in `namespace`) of a Secret.
+fn secret_ref(v: &str, namespace: &str) -> Result<ObjectRef, String> {
+    let (ns, name) = v.split_once('/').unwrap_or((namespace, v));
+    let dns_label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    if dns_label(ns) && dns_label(name) {
+        Ok(ObjectRef::new("Secret", ns, name))
+    } else {
+        Err("expected a Secret as namespace/name or name".into())
     }
 }
 

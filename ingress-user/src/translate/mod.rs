@@ -142,6 +142,12 @@ pub fn translate_with(inputs: &Inputs, options: &Options) -> (Snapshot, Vec<Diag
         let (mut backend, problem) =
             resolver.resolve(service, strategy.clone(), &options.session_key, &mut diags);
         backend.upstream = upstream.clone();
+        if let Some(secret) = &upstream.ssl_secret {
+            match tls::upstream_ca(&inputs.secrets, secret) {
+                Ok(pem) => backend.upstream.ssl_ca = Some(pem),
+                Err(reason) => diags.push(Diagnostic::new(secret, "data[ca.crt]", reason)),
+            }
+        }
         index.insert(
             (service, strategy, upstream),
             (BackendIdx(backends.len()), problem),

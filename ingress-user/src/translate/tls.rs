@@ -105,6 +105,35 @@ pub fn certificate_from_pem(
     Ok(Certificate(Arc::new(certified)))
 }
 
+/// The PEM CA bundle in `ca.crt` of Secret `r` (`proxy-ssl-secret`), checked to hold at least one
+/// certificate; the error says what is wrong, for a diagnostic on the Secret's `data[ca.crt]`.
+pub(super) fn upstream_ca(secrets: &[Secret], r: &ObjectRef) -> Result<Arc<str>, String> {
+    let secret = secrets
+        .iter()
+        .find(|s| {
+            s.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE) == r.namespace
+                && s.metadata.name.as_deref() == Some(r.name.as_str())
+        })
+        .ok_or_else(|| {
+            format!(
+                "not found (named by proxy-ssl-secret; only {TLS_SECRET_TYPE} Secrets are read)"
+            )
+        })?;
+    let pem = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("ca.crt"))
+        .ok_or("no ca.crt (named by proxy-ssl-secret)")?;
+    let text = std::str::from_utf8(&pem.0).map_err(|_| "ca.crt is not PEM text")?;
+    let certs = CertificateDer::pem_slice_iter(pem.0.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("ca.crt is not valid PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("ca.crt has no CERTIFICATE block".into());
+    }
+    Ok(Arc::from(text))
+}
+
 /// The TLS hosts of every Ingress, with their certificates; problems go to `diags`.
 pub(super) fn collect(
     ingresses: &[Ingress],

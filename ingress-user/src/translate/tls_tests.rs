@@ -345,3 +345,34 @@ fn wildcard_lookup_matches_exactly_one_label() {
         );
     }
 }
+
+#[test]
+fn proxy_ssl_secret_ca_bundles() {
+    let root = ca("upstream root");
+    let secrets = vec![
+        secret(
+            "with-ca",
+            "kubernetes.io/tls",
+            &[("ca.crt", &root.pem()), ("tls.crt", "x"), ("tls.key", "y")],
+        ),
+        secret("no-ca", "kubernetes.io/tls", &[("tls.crt", "x")]),
+        secret(
+            "bad-ca",
+            "kubernetes.io/tls",
+            &[("ca.crt", "not a certificate")],
+        ),
+    ];
+    let r = |name: &str| crate::model::ObjectRef::new("Secret", "default", name);
+    let pem = super::tls::upstream_ca(&secrets, &r("with-ca")).unwrap();
+    assert_eq!(&*pem, root.pem());
+    for (name, why) in [
+        ("no-ca", "no ca.crt"),
+        ("bad-ca", "no CERTIFICATE block"),
+        ("missing", "not found"),
+    ] {
+        let err = super::tls::upstream_ca(&secrets, &r(name)).unwrap_err();
+        assert!(err.contains(why), "{name}: {err}");
+    }
+    let other_ns = crate::model::ObjectRef::new("Secret", "elsewhere", "with-ca");
+    assert!(super::tls::upstream_ca(&secrets, &other_ns).is_err());
+}

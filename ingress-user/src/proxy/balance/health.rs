@@ -2,7 +2,7 @@
 //! `Balancer`): the forwarder reports each connect attempt; `FAILURES` connect failures in a row
 //! eject the endpoint for `COOL_DOWN`, during which `Balancer::pick` passes over it (unless every
 //! endpoint is ejected: then the strategy's choice stands). The first success after the cool-down
-//! resets the count.
+//! resets the count. A reload carries both over to the new snapshot's table (`inherit`).
 use std::{
     sync::atomic::{AtomicU32, AtomicU64, Ordering},
     time::{Duration, Instant},
@@ -57,6 +57,20 @@ impl Health {
         true
     }
 
+    /// Endpoint `i` takes over the failure count and ejection of `previous`'s endpoint `j`.
+    pub fn inherit(&self, i: usize, previous: &Health, j: usize, now: Instant) {
+        self.failures[i].store(
+            previous.failures[j].load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        if previous.ejected(j, now) {
+            let until =
+                previous.epoch + Duration::from_nanos(previous.until[j].load(Ordering::Relaxed));
+            let until = self.nanos(until);
+            self.until[i].store(until.max(1), Ordering::Relaxed);
+        }
+    }
+
     /// `preferred` if it is not ejected, else the next one that is not; `preferred` when all are.
     pub fn first_healthy(&self, preferred: usize, now: Instant) -> usize {
         let n = self.until.len();
@@ -90,5 +104,29 @@ mod tests {
             }
         }
         assert_eq!(h.first_healthy(1, t0), 1, "all ejected: the choice stands");
+    }
+
+    #[test]
+    fn ejection_and_failures_carry_over_to_a_new_table() {
+        let old = Health::new(3);
+        let t0 = Instant::now();
+        for _ in 0..FAILURES {
+            old.failure(2, t0);
+        }
+        old.failure(0, t0);
+        std::thread::sleep(Duration::from_millis(5));
+        let new = Health::new(2);
+        let now = Instant::now();
+        // Old endpoint 2 is new endpoint 1, old 0 is new 0.
+        new.inherit(1, &old, 2, now);
+        new.inherit(0, &old, 0, now);
+        assert!(new.ejected(1, now));
+        assert!(!new.ejected(1, t0 + COOL_DOWN + Duration::from_millis(1)));
+        assert!(!new.ejected(0, now));
+        // One failure was carried: FAILURES - 1 more eject.
+        for _ in 1..FAILURES - 1 {
+            assert!(!new.failure(0, now));
+        }
+        assert!(new.failure(0, now));
     }
 }

@@ -200,6 +200,7 @@ fn upstream_options_table() {
         protocol,
         ssl_verify,
         max_body_bytes,
+        ..UpstreamOptions::default()
     };
     /// (annotations, wanted options, number of diagnostics)
     type UpCase<'a> = (Vec<(String, &'a str)>, UpstreamOptions, usize);
@@ -272,5 +273,53 @@ fn upstream_options_table() {
                 "{text}"
             );
         }
+    }
+}
+
+#[test]
+fn upstream_tls_name_and_ca_secret() {
+    let me = ObjectRef::new("Ingress", "web", "shop");
+    let read = |pairs: &[(&str, &str)]| {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut diags = Vec::new();
+        let got = upstream(Some(&map), &me, &mut diags);
+        (got, diags)
+    };
+    let (got, diags) = read(&[
+        ("nginx.ingress.kubernetes.io/proxy-ssl-name", "api.internal"),
+        (
+            "nginx.ingress.kubernetes.io/proxy-ssl-secret",
+            "certs/backend-ca",
+        ),
+    ]);
+    assert!(diags.is_empty(), "{diags:?}");
+    assert_eq!(got.ssl_name.as_deref(), Some("api.internal"));
+    assert_eq!(
+        got.ssl_secret,
+        Some(ObjectRef::new("Secret", "certs", "backend-ca"))
+    );
+    let (got, _) = read(&[("xdp-ingress.io/proxy-ssl-secret", "backend-ca")]);
+    assert_eq!(
+        got.ssl_secret,
+        Some(ObjectRef::new("Secret", "web", "backend-ca")),
+        "a bare name is in the Ingress's namespace"
+    );
+    for (key, bad) in [
+        ("xdp-ingress.io/proxy-ssl-name", "not a name!"),
+        ("xdp-ingress.io/proxy-ssl-secret", "a/b/c"),
+        ("xdp-ingress.io/proxy-ssl-secret", "Upper/Case"),
+    ] {
+        let (got, diags) = read(&[(key, bad)]);
+        assert_eq!(got, UpstreamOptions::default(), "{bad}");
+        assert_eq!(diags.len(), 1, "{bad}: {diags:?}");
+        let text = diags[0].to_string();
+        assert!(
+            text.contains(&format!("metadata.annotations[{key}]"))
+                && text.contains("invalid value"),
+            "{text}"
+        );
     }
 }
