@@ -470,11 +470,7 @@ fn h2c_get(
 
 #[test]
 fn h2c_trailers_pass_through_and_grpc_failures_are_grpc_status() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = integration_tests::daemon::backend_runtime();
     let dir = tempfile::tempdir().unwrap();
     let h2 = h2c_backend(&rt);
     setup(
@@ -535,11 +531,7 @@ fn h2c_trailers_pass_through_and_grpc_failures_are_grpc_status() {
 #[test]
 fn killing_an_endpoint_under_load_fails_at_most_the_request_in_flight() {
     let b = Backends::new();
-    let victim_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let victim_rt = integration_tests::daemon::backend_runtime();
     let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
     std_listener.set_nonblocking(true).unwrap();
     let victim = std_listener.local_addr().unwrap();

@@ -21,11 +21,7 @@ const BASES: [u16; 2] = [27100, 27700];
 
 #[test]
 fn verified_https_backends_by_name_with_a_ca_file_or_a_ca_secret() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = integration_tests::daemon::backend_runtime();
     let dir = tempfile::tempdir().unwrap();
     let etc = tempfile::tempdir().unwrap();
     // CA 1 is given to the daemon by file; CA 2 only by a Secret.

@@ -396,6 +396,15 @@ pub fn run_to_exit(args: &[String], timeout: Duration) -> (ExitStatus, String) {
     (status, log.text())
 }
 
+/// A tokio runtime with one worker thread, for backends that a test serves in-process.
+pub fn backend_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("backend runtime")
+}
+
 /// Demo backends on 127.0.0.1 ports, served by their own tokio runtime until dropped.
 #[derive(Debug)]
 pub struct Backends {
@@ -410,12 +419,9 @@ impl Default for Backends {
 
 impl Backends {
     pub fn new() -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("backend runtime");
-        Self { runtime }
+        Self {
+            runtime: backend_runtime(),
+        }
     }
 
     fn listener(&self) -> tokio::net::TcpListener {

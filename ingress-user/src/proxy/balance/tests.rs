@@ -438,3 +438,46 @@ fn cookie_lookup_reads_every_cookie_header() {
     assert_eq!(cookie(&h2, "A"), None);
     assert_eq!(cookie(&HeaderMap::new(), "a"), None);
 }
+
+#[test]
+fn a_rebuilt_balancer_inherits_ejections_averages_and_the_rotation() {
+    let eps = endpoints(4);
+    let h = HeaderMap::new();
+    // Round robin: endpoint 0 ejected, the rotation has moved on by 3.
+    let old = balancer(&eps, Strategy::RoundRobin);
+    let first = old.pick(&info(&h, "/")).unwrap();
+    assert_eq!(first.endpoint, eps[0]);
+    for _ in 0..FAILURES {
+        first.connected(false);
+    }
+    old.pick(&info(&h, "/")).unwrap();
+    old.pick(&info(&h, "/")).unwrap();
+    // The new set drops endpoint 3 and adds another; endpoint 0 is still ejected.
+    let mut next = eps[..3].to_vec();
+    next.push(SocketAddr::from(([10, 0, 9, 9], 8080)));
+    next.sort();
+    let new = balancer(&next, Strategy::RoundRobin);
+    new.inherit(&old);
+    let picks: Vec<SocketAddr> = (0..8).map(|_| pick(&new, &h).0).collect();
+    assert!(!picks.contains(&eps[0]), "{picks:?}");
+    assert_eq!(picks[0], next[3], "the rotation continues at position 3");
+    // Without inheriting, the ejected endpoint is picked first.
+    let fresh = balancer(&next, Strategy::RoundRobin);
+    assert_eq!(pick(&fresh, &h).0, eps[0]);
+
+    // EWMA: a slow endpoint stays avoided after the rebuild.
+    let eps = endpoints(2);
+    let old = balancer(&eps, Strategy::Ewma);
+    let Policy::Ewma(e) = &old.policy else {
+        unreachable!()
+    };
+    let now = e.nanos(Instant::now());
+    e.pick(now);
+    e.done(0, Duration::from_secs(2), true, now);
+    e.pick(now);
+    e.done(1, Duration::from_millis(1), true, now);
+    let new = balancer(&eps, Strategy::Ewma);
+    new.inherit(&old);
+    let slow = (0..50).filter(|_| pick(&new, &h).0 == eps[0]).count();
+    assert_eq!(slow, 0, "the slow endpoint was picked {slow} times of 50");
+}
