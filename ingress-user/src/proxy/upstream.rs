@@ -105,6 +105,9 @@ struct TlsKey {
     ca: Option<Arc<str>>,
 }
 
+/// Distinct HTTPS client settings kept per worker before the cache starts over.
+const MAX_TLS_CLIENTS: usize = 64;
+
 /// One worker's clients.
 #[derive(Debug)]
 pub struct Upstreams {
@@ -176,6 +179,11 @@ impl Upstreams {
         let mut clients = self.https.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = clients.get(&key) {
             return client.clone();
+        }
+        // Settings that no snapshot uses any more (a rotated CA bundle) would pile up: past
+        // `MAX_TLS_CLIENTS` start over (in-flight requests keep their clients).
+        if clients.len() >= MAX_TLS_CLIENTS {
+            clients.clear();
         }
         let client = client_builder().build(self.tls_connector(&key));
         clients.insert(key, client.clone());
