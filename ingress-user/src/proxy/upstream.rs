@@ -363,3 +363,35 @@ impl ServerCertVerifier for AcceptAny {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unusable_ca_file_is_an_error_naming_the_flag_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = UpstreamTrust::from_pem_file(&missing).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("--upstream-ca-file ") && text.contains("missing.pem"),
+            "{text}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificates here\n").unwrap();
+        let err = UpstreamTrust::from_pem_file(&empty).unwrap_err();
+        assert!(matches!(err, TrustError::Empty { .. }), "{err}");
+        assert!(err.to_string().contains("no usable CERTIFICATE"), "{err}");
+
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["ca.test".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, cert.pem()).unwrap();
+        let trust = UpstreamTrust::from_pem_file(&good).unwrap();
+        assert_eq!(trust.0.len(), 1);
+    }
+}
