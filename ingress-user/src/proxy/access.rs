@@ -9,7 +9,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Method};
+use http::{HeaderValue, Method, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
@@ -22,9 +22,11 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug)]
 pub struct AccessLog {
     pub client: SocketAddr,
-    pub host: String,
+    /// The Host header (or HTTP/2 authority), shared with the request.
+    pub host: HeaderValue,
     pub method: Method,
-    pub path: String,
+    /// The URI as received (its path is logged), shared with the request.
+    pub uri: Uri,
     pub status: u16,
     pub backend: Option<std::sync::Arc<String>>,
     pub upstream: Option<SocketAddr>,
@@ -41,9 +43,9 @@ impl AccessLog {
         tracing::info!(
             target: "access",
             client = %self.client,
-            host = %self.host,
+            host = %self.host.to_str().unwrap_or("-"),
             method = %self.method,
-            path = %self.path,
+            path = %self.uri.path(),
             status = self.status,
             bytes,
             complete,

@@ -28,11 +28,14 @@
 //! times as arguments, so tests drive it).
 use std::{
     net::{IpAddr, SocketAddr},
-    sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    sync::{
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        OnceLock,
+    },
     time::{Duration, Instant},
 };
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{uri::Authority, HeaderMap, HeaderName, HeaderValue};
 
 use crate::model::{HashKey, Strategy};
 
@@ -64,6 +67,9 @@ pub struct RequestInfo<'a> {
 #[derive(Debug)]
 pub struct Balancer {
     endpoints: Vec<SocketAddr>,
+    /// `ip:port` of each endpoint as a URI authority, formatted once per snapshot on first use
+    /// (a snapshot may hold 100,000 endpoints, most never picked before the next one).
+    authorities: Vec<OnceLock<Authority>>,
     policy: Policy,
     /// Passive health (connect failures), shared by every worker.
     health: Health,
@@ -100,6 +106,7 @@ impl Balancer {
         };
         Self {
             endpoints: endpoints.to_vec(),
+            authorities: endpoints.iter().map(|_| OnceLock::new()).collect(),
             policy,
             health: Health::new(n),
         }
@@ -155,11 +162,19 @@ impl Balancer {
         let index = self.health.first_healthy(index, now);
         Some(Pick {
             endpoint: self.endpoints[index],
+            authority: self.authority(index),
             set_cookie,
             index,
             ewma,
             health: &self.health,
             finished: false,
+        })
+    }
+
+    fn authority(&self, index: usize) -> &Authority {
+        self.authorities[index].get_or_init(|| {
+            Authority::try_from(self.endpoints[index].to_string())
+                .expect("a socket address is a valid authority")
         })
     }
 
@@ -173,6 +188,7 @@ impl Balancer {
             .find(|&i| !self.health.ejected(i, now))?;
         Some(Pick {
             endpoint: self.endpoints[index],
+            authority: self.authority(index),
             set_cookie: None,
             index,
             ewma: None,
@@ -187,6 +203,8 @@ impl Balancer {
 #[derive(Debug)]
 pub struct Pick<'a> {
     pub endpoint: SocketAddr,
+    /// `endpoint` as a URI authority.
+    pub authority: &'a Authority,
     /// `Set-Cookie` for the response: this request started a new sticky session.
     pub set_cookie: Option<HeaderValue>,
     index: usize,

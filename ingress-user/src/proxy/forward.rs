@@ -27,6 +27,7 @@ use http_body_util::{Either, Empty, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::client::legacy::Error as ClientError;
 
+use super::request_metrics::{Report, RequestMetrics};
 use super::{
     access::{self, AccessLog},
     balance::{self, Pick, RequestInfo},
@@ -37,10 +38,7 @@ use super::{
     websocket,
 };
 use crate::{
-    metrics::{
-        code_class, BackendLabels, EndpointLabels, ProxyMetrics, RequestLabels, RouteLabels,
-        UpstreamErrorLabels,
-    },
+    metrics::ProxyMetrics,
     model::{Backend, BackendProtocol},
     publish::SnapshotReader,
 };
@@ -93,7 +91,7 @@ impl Default for UpstreamTimeouts {
 pub struct Forwarder {
     upstreams: Upstreams,
     snapshots: SnapshotReader,
-    metrics: ProxyMetrics,
+    metrics: RequestMetrics,
     timeouts: UpstreamTimeouts,
     limits: Limits,
     trusted: TrustedProxies,
@@ -102,13 +100,26 @@ pub struct Forwarder {
     https_port: Option<u16>,
 }
 
-/// Where a request came in.
-#[derive(Clone, Copy, Debug)]
+/// Where a request came in: one per client connection.
+#[derive(Clone, Debug)]
 pub struct Downstream {
     pub peer: SocketAddr,
     pub public_port: u16,
     /// The request came over TLS.
     pub tls: bool,
+    /// The forwarding header values of this client, formatted once.
+    forwarded: headers::Peer,
+}
+
+impl Downstream {
+    pub fn new(peer: SocketAddr, public_port: u16, tls: bool) -> Self {
+        Self {
+            peer,
+            public_port,
+            tls,
+            forwarded: headers::Peer::new(peer.ip(), public_port),
+        }
+    }
 }
 
 impl Forwarder {
@@ -125,7 +136,7 @@ impl Forwarder {
         Self {
             upstreams: Upstreams::new(timeouts.connect, upstream_trust),
             snapshots,
-            metrics,
+            metrics: RequestMetrics::new(metrics),
             timeouts,
             limits,
             trusted,
@@ -138,22 +149,25 @@ impl Forwarder {
     pub async fn handle(
         &self,
         mut req: Request<Incoming>,
-        down: Downstream,
+        down: &Downstream,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
         let snapshot = self.snapshots.load();
-        let host = request_host(&req).unwrap_or_default().to_owned();
-        let path = req.uri().path().to_owned();
+        // Shared handles, not copies: the request's URI and Host are replaced below.
+        let host_value = request_host(&req);
+        let host = host_value.to_str().unwrap_or_default();
+        let uri = req.uri().clone();
+        let path = uri.path();
         let method = req.method().clone();
         let redirect = match (down.tls, self.https_port) {
-            (false, Some(port)) => tls::redirect_location(&snapshot.tls, &host, req.uri(), port),
+            (false, Some(port)) => tls::redirect_location(&snapshot.tls, host, req.uri(), port),
             _ => None,
         };
         // Route and pick before the forwarding headers change the request: hash keys and sticky
         // cookies read what the client sent.
         let routed = match redirect {
             Some(_) => None,
-            None => router::find(&snapshot, &host, &path),
+            None => router::find(&snapshot, host, path),
         };
         let chosen = routed.map(|route| {
             let backend = snapshot.backend(route.backend);
@@ -167,11 +181,10 @@ impl Forwarder {
         let request_id = headers::set_forwarded(
             req.headers_mut(),
             ClientSide {
-                peer: down.peer.ip(),
-                trusted: self.trusted.contains(down.peer.ip()),
+                peer: &down.forwarded,
+                trusted: self.trusted.contains(down.forwarded.ip),
                 proto: if down.tls { "https" } else { "http" },
-                public_port: down.public_port,
-                host: &host,
+                host,
             },
             || self.ids.next(),
         );
@@ -193,61 +206,32 @@ impl Forwarder {
                     .with_backend(backend.label.clone())
             }
             (None, Some((backend, Some(pick)))) => self
-                .forward(req, backend, pick, &host)
+                .forward(req, backend, pick, host)
                 .await
                 .with_backend(backend.label.clone()),
         };
 
         let outcome = if grpc { outcome.grpc() } else { outcome };
         let status = outcome.response.status();
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                code: code_class(status.as_u16()),
-            })
-            .inc();
-        self.metrics
-            .request_duration
-            .observe(started.elapsed().as_secs_f64());
-        if let Some(kind) = outcome.error_kind {
-            self.metrics
-                .upstream_errors
-                .get_or_create(&UpstreamErrorLabels { kind })
-                .inc();
-        }
-        if let Some(route) = routed {
-            let labels = RouteLabels {
-                ingress: route.metric.ingress.clone(),
-                host: route.metric.host.clone(),
-                path: route.metric.path.clone(),
-                code: status.as_u16(),
-            };
-            self.metrics.route_requests.get_or_create(&labels).inc();
-        }
-        if let (Some(endpoint), Some(upstream_ms)) = (outcome.endpoint, outcome.upstream_ms) {
-            let labels = EndpointLabels {
-                endpoint: endpoint.to_string(),
-                code: status.as_u16(),
-            };
-            self.metrics.upstream_requests.get_or_create(&labels).inc();
-            if let Some(backend) = &outcome.backend {
-                self.metrics
-                    .upstream_duration
-                    .get_or_create(&BackendLabels {
-                        backend: backend.clone(),
-                    })
-                    .observe(upstream_ms / 1000.0);
-            }
-        }
+        let duration = started.elapsed();
+        self.metrics.record(&Report {
+            generation: snapshot.generation,
+            status: status.as_u16(),
+            duration_secs: duration.as_secs_f64(),
+            error_kind: outcome.error_kind,
+            route: routed.map(|route| &route.metric),
+            upstream: outcome.endpoint.zip(outcome.upstream_ms),
+            backend: outcome.backend.as_ref(),
+        });
         let log = AccessLog {
             client: down.peer,
-            host,
+            host: host_value,
             method,
-            path,
+            uri,
             status: status.as_u16(),
             backend: outcome.backend,
             upstream: outcome.endpoint,
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms: duration.as_secs_f64() * 1000.0,
             upstream_ms: outcome.upstream_ms,
             request_id,
             error: outcome.error,
@@ -288,7 +272,7 @@ impl Forwarder {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let Some(uri) = upstream::uri(protocol, pick.endpoint, &path_and_query) else {
+        let Some(uri) = upstream::uri(protocol, pick.authority, &path_and_query) else {
             return Outcome::local(
                 StatusCode::BAD_REQUEST,
                 "protocol",
@@ -343,7 +327,7 @@ impl Forwarder {
                     let next = backend.retry(&pick)?;
                     let mut req = Request::new(Either::Right(Empty::new()));
                     *req.method_mut() = method;
-                    *req.uri_mut() = upstream::uri(protocol, next.endpoint, &path_and_query)?;
+                    *req.uri_mut() = upstream::uri(protocol, next.authority, &path_and_query)?;
                     *req.headers_mut() = headers;
                     Some((next, req))
                 });
@@ -479,11 +463,14 @@ fn is_length_limit(err: &ClientError) -> bool {
     false
 }
 
-/// The host a request is for: the URI authority (HTTP/2, absolute-form) or the Host header.
-fn request_host(req: &Request<Incoming>) -> Option<&str> {
-    req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
+/// The host a request is for: the URI authority (HTTP/2, absolute-form) or the Host header; empty
+/// when neither is there. A Host header is shared, not copied.
+fn request_host(req: &Request<Incoming>) -> HeaderValue {
+    let from_uri = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    from_uri
+        .or_else(|| req.headers().get(header::HOST).cloned())
+        .unwrap_or_else(|| HeaderValue::from_static(""))
 }

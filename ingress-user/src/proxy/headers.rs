@@ -30,7 +30,16 @@ pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Removes hop-by-hop headers, including those listed in `Connection`, and `Upgrade`.
+///
+/// One pass over the names first: most messages carry none of them (or only `Connection`), and
+/// a lookup of an absent name costs a hash each.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let present = headers
+        .keys()
+        .any(|name| name == header::UPGRADE || HOP_BY_HOP.contains(name));
+    if !present {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -106,14 +115,37 @@ fn mask(len: u32) -> u128 {
     }
 }
 
+/// The forwarding header values of one client connection, formatted once when it is accepted
+/// (a request only clones them: a reference count).
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// The client's address, IPv4-mapped IPv6 as IPv4.
+    pub ip: IpAddr,
+    /// `ip` as a header value (`X-Forwarded-For`, `X-Real-IP`).
+    text: HeaderValue,
+    /// The public port the connection came in on (`X-Forwarded-Port`).
+    port: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(ip: IpAddr, public_port: u16) -> Self {
+        let ip = canonical(ip);
+        Self {
+            ip,
+            text: HeaderValue::from_str(&ip.to_string())
+                .expect("an IP address is a valid header value"),
+            port: HeaderValue::from(public_port),
+        }
+    }
+}
+
 /// What the proxy knows about the client side of a request.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientSide<'a> {
-    pub peer: IpAddr,
+    pub peer: &'a Peer,
     /// The peer is a trusted proxy: its forwarding headers are kept (and extended).
     pub trusted: bool,
     pub proto: &'static str,
-    pub public_port: u16,
     pub host: &'a str,
 }
 
@@ -121,10 +153,9 @@ pub struct ClientSide<'a> {
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     client: ClientSide<'_>,
-    new_id: impl FnOnce() -> String,
+    new_id: impl FnOnce() -> HeaderValue,
 ) -> HeaderValue {
-    let peer_text = canonical(client.peer).to_string();
-    let peer = HeaderValue::from_str(&peer_text).expect("an IP address is a valid header value");
+    let peer = client.peer.text.clone();
     // From a trusted proxy: extend its chain, keep what it says about the original request.
     let keep =
         |headers: &HeaderMap, name: &HeaderName| client.trusted && headers.contains_key(name);
@@ -140,7 +171,7 @@ pub fn set_forwarded(
     };
     let forwarded_for = match chain.is_empty() {
         true => peer.clone(),
-        false => HeaderValue::from_str(&format!("{}, {peer_text}", chain.join(", ")))
+        false => HeaderValue::from_str(&format!("{}, {}", chain.join(", "), client.peer.ip))
             .unwrap_or_else(|_| peer.clone()),
     };
     headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
@@ -154,10 +185,7 @@ pub fn set_forwarded(
         );
     }
     if !keep(headers, &X_FORWARDED_PORT) {
-        headers.insert(
-            X_FORWARDED_PORT.clone(),
-            HeaderValue::from(client.public_port),
-        );
+        headers.insert(X_FORWARDED_PORT.clone(), client.peer.port.clone());
     }
     if !keep(headers, &X_FORWARDED_HOST) {
         if let Ok(host) = HeaderValue::from_str(client.host) {
@@ -167,7 +195,7 @@ pub fn set_forwarded(
     match headers.get(&X_REQUEST_ID) {
         Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
         _ => {
-            let id = HeaderValue::from_str(&new_id()).expect("generated ids are hex");
+            let id = new_id();
             headers.insert(X_REQUEST_ID.clone(), id.clone());
             id
         }
@@ -209,16 +237,47 @@ mod tests {
     }
 
     #[test]
+    fn strip_hop_by_hop_leaves_end_to_end_headers_alone() {
+        // (headers in, names left)
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: [Case<'_>; 4] = [
+            (&[("host", "h"), ("accept", "*/*")], &["accept", "host"]),
+            (&[("host", "h"), ("upgrade", "websocket")], &["host"]),
+            (
+                &[("connection", "close"), ("close", "x"), ("host", "h")],
+                &["host"],
+            ),
+            (&[("te", "trailers"), ("x-a", "1")], &["x-a"]),
+        ];
+        for (pairs, want) in cases {
+            let mut h = map(pairs);
+            strip_hop_by_hop(&mut h);
+            let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            left.sort();
+            assert_eq!(left, want, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn peer_values_are_the_canonical_address_and_the_public_port() {
+        let peer = Peer::new("::ffff:198.18.0.9".parse().unwrap(), 8443);
+        assert_eq!(peer.ip, "198.18.0.9".parse::<IpAddr>().unwrap());
+        assert_eq!(peer.text, "198.18.0.9");
+        assert_eq!(peer.port, "8443");
+        assert_eq!(Peer::new("fd00::1".parse().unwrap(), 80).text, "fd00::1");
+    }
+
+    #[test]
     fn forwarded_headers_replace_untrusted_client_values() {
         let mut h = map(&[("x-forwarded-for", "6.6.6.6"), ("x-real-ip", "6.6.6.6")]);
+        let peer = Peer::new("198.18.0.1".parse().unwrap(), 80);
         let client = ClientSide {
-            peer: "198.18.0.1".parse().unwrap(),
+            peer: &peer,
             trusted: false,
             proto: "http",
-            public_port: 80,
             host: "cafe.example.com",
         };
-        let id = set_forwarded(&mut h, client, || "abc123".into());
+        let id = set_forwarded(&mut h, client, || HeaderValue::from_static("abc123"));
         assert_eq!(h["x-forwarded-for"], "198.18.0.1");
         assert_eq!(h["x-real-ip"], "198.18.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -231,11 +290,11 @@ mod tests {
     #[test]
     fn an_incoming_request_id_is_kept() {
         let mut h = map(&[("x-request-id", "from-client")]);
+        let peer = Peer::new("::1".parse().unwrap(), 8080);
         let client = ClientSide {
-            peer: "::1".parse().unwrap(),
+            peer: &peer,
             trusted: false,
             proto: "http",
-            public_port: 8080,
             host: "h",
         };
         let id = set_forwarded(&mut h, client, || unreachable!("must not generate"));
@@ -321,14 +380,14 @@ mod tests {
                     HeaderValue::from_str(v).unwrap(),
                 );
             }
+            let peer = Peer::new("10.0.0.5".parse().unwrap(), 80);
             let client = ClientSide {
-                peer: "10.0.0.5".parse().unwrap(),
+                peer: &peer,
                 trusted,
                 proto: "http",
-                public_port: 80,
                 host: "cafe.example",
             };
-            set_forwarded(&mut h, client, || "id".into());
+            set_forwarded(&mut h, client, || HeaderValue::from_static("id"));
             let got = [
                 "x-forwarded-for",
                 "x-forwarded-proto",

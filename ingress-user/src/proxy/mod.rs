@@ -14,6 +14,7 @@ pub mod headers;
 pub mod http2;
 pub mod listener;
 mod outcome;
+mod request_metrics;
 pub mod router;
 pub mod tls;
 pub mod upstream;

@@ -115,7 +115,7 @@ impl RequestIds {
         Self(std::sync::atomic::AtomicU64::new(a), b | 1)
     }
 
-    pub fn next(&self) -> String {
+    pub fn next(&self) -> HeaderValue {
         let mix = |mut z: u64| {
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -125,6 +125,45 @@ impl RequestIds {
             .0
             .fetch_add(0x9e37_79b9_7f4a_7c15, std::sync::atomic::Ordering::Relaxed)
             .wrapping_add(0x9e37_79b9_7f4a_7c15);
-        format!("{:016x}{:016x}", mix(s), mix(s ^ self.1))
+        let mut hex = [0u8; 32];
+        for (i, half) in [mix(s), mix(s ^ self.1)].into_iter().enumerate() {
+            for (j, byte) in half.to_be_bytes().into_iter().enumerate() {
+                const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                hex[16 * i + 2 * j] = DIGITS[usize::from(byte >> 4)];
+                hex[16 * i + 2 * j + 1] = DIGITS[usize::from(byte & 0xf)];
+            }
+        }
+        HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestIds;
+
+    #[test]
+    fn request_ids_are_distinct_32_digit_lowercase_hex() {
+        let ids = RequestIds::new();
+        let all: std::collections::HashSet<String> = (0..10_000)
+            .map(|_| ids.next().to_str().expect("ascii").to_owned())
+            .collect();
+        assert_eq!(all.len(), 10_000);
+        for id in &all {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                "{id}"
+            );
+        }
+        // Both halves vary: not a counter in one half and a constant in the other.
+        let halves = |f: fn(&str) -> &str| {
+            all.iter()
+                .map(|i| f(i))
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        };
+        assert_eq!(halves(|i| &i[..16]), 10_000);
+        assert_eq!(halves(|i| &i[16..]), 10_000);
     }
 }

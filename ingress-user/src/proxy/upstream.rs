@@ -13,7 +13,6 @@
 use std::{
     collections::HashMap,
     future::Future,
-    net::SocketAddr,
     path::Path,
     pin::Pin,
     sync::{Arc, Mutex},
@@ -21,7 +20,10 @@ use std::{
     time::Duration,
 };
 
-use http::{uri::PathAndQuery, Request, Response, Uri, Version};
+use http::{
+    uri::{Authority, PathAndQuery, Scheme},
+    Request, Response, Uri, Version,
+};
 use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{
@@ -220,18 +222,17 @@ impl Upstreams {
     }
 }
 
-/// `http://endpoint/path?query` (`https://` for HTTPS backends).
-pub fn uri(protocol: BackendProtocol, endpoint: SocketAddr, pq: &PathAndQuery) -> Option<Uri> {
-    let scheme = match protocol {
-        BackendProtocol::Https => "https",
-        _ => "http",
-    };
-    Uri::builder()
-        .scheme(scheme)
-        .authority(endpoint.to_string())
-        .path_and_query(pq.clone())
-        .build()
-        .ok()
+/// `http://endpoint/path?query` (`https://` for HTTPS backends). Clones only: the endpoint's
+/// authority is formatted once per snapshot (`balance::Pick::authority`).
+pub fn uri(protocol: BackendProtocol, endpoint: &Authority, pq: &PathAndQuery) -> Option<Uri> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(match protocol {
+        BackendProtocol::Https => Scheme::HTTPS,
+        _ => Scheme::HTTP,
+    });
+    parts.authority = Some(endpoint.clone());
+    parts.path_and_query = Some(pq.clone());
+    Uri::from_parts(parts).ok()
 }
 
 /// TCP, then a TLS handshake for `name`, else the endpoint's IP address.

@@ -118,13 +118,14 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
                 next = accepted.recv() => {
                     let Some(Accepted { stream, peer, public_port, tls }) = next else { break };
                     let forwarder = forwarder.clone();
-                    let down = Downstream { peer, public_port, tls: tls.is_some() };
+                    let down = Arc::new(Downstream::new(peer, public_port, tls.is_some()));
                     let draining = draining.clone();
                     let service = service_fn(move |req| {
                         let forwarder = forwarder.clone();
                         let draining = draining.clone();
+                        let down = down.clone();
                         async move {
-                            let mut resp = forwarder.handle(req, down).await?;
+                            let mut resp = forwarder.handle(req, &down).await?;
                             if draining.load(std::sync::atomic::Ordering::Relaxed) {
                                 // HTTP/1.1: the client closes after this response, so it never
                                 // sends on a connection we are about to close.
