@@ -11,10 +11,12 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderValue, Method, Uri};
 use http_body_util::{Either, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
+
+use super::h1pool::PooledBody;
 
 /// The body of a response before logging: the upstream's streamed body, or a short one of ours.
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -25,16 +25,16 @@ use http::{
 };
 use http_body_util::{Either, Empty, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper_util::client::legacy::Error as ClientError;
 
 use super::request_metrics::{Report, RequestMetrics};
 use super::{
     access::{self, AccessLog},
     balance::{self, Pick, RequestInfo},
+    h1pool::PooledBody,
     headers::{self, ClientSide, TrustedProxies},
     outcome::{Outcome, RequestIds},
     router, tls,
-    upstream::{self, Upstreams},
+    upstream::{self, UpstreamError, Upstreams},
     websocket,
 };
 use crate::{
@@ -319,7 +319,7 @@ impl Forwarder {
         let req = req.map(|body| Either::Left(Limited::new(body, limit)));
 
         let sent = Instant::now();
-        let mut result = self.send(backend, req).await;
+        let mut result = self.send(backend, pick.endpoint, req).await;
         if let Ok(Err(err)) = &result {
             if err.is_connect() {
                 self.connect_failed(service, &pick, err);
@@ -335,7 +335,7 @@ impl Forwarder {
                     tracing::info!(backend = %service, failed = %pick.endpoint, endpoint = %next.endpoint, "retrying on another endpoint after a connect failure");
                     pick.done(sent.elapsed(), false);
                     pick = next;
-                    result = self.send(backend, req).await;
+                    result = self.send(backend, pick.endpoint, req).await;
                     if let Ok(Err(err)) = &result {
                         if err.is_connect() {
                             self.connect_failed(service, &pick, err);
@@ -419,14 +419,15 @@ impl Forwarder {
     async fn send(
         &self,
         backend: &Backend,
+        endpoint: SocketAddr,
         req: Request<UpstreamBody>,
-    ) -> Result<Result<Response<Incoming>, ClientError>, tokio::time::error::Elapsed> {
-        let sending = self.upstreams.send(&backend.upstream, req);
+    ) -> Result<Result<Response<PooledBody>, UpstreamError>, tokio::time::error::Elapsed> {
+        let sending = self.upstreams.send(&backend.upstream, endpoint, req);
         tokio::time::timeout(self.timeouts.response, sending).await
     }
 
     /// Counts a connect failure for passive health; logs it, and the ejection it may cause.
-    fn connect_failed(&self, service: &str, pick: &Pick<'_>, err: &ClientError) {
+    fn connect_failed(&self, service: &str, pick: &Pick<'_>, err: &UpstreamError) {
         let reason = crate::dataplane::error_chain(err);
         if pick.connected(false) {
             tracing::warn!(
@@ -452,7 +453,7 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// The client failed because the request body went over `Limits::max_body_bytes`.
-fn is_length_limit(err: &ClientError) -> bool {
+fn is_length_limit(err: &UpstreamError) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if e.is::<LengthLimitError>() {

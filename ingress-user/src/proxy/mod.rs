@@ -10,6 +10,7 @@
 pub mod access;
 pub mod balance;
 pub mod forward;
+pub mod h1pool;
 pub mod headers;
 pub mod http2;
 pub mod listener;

@@ -1,5 +1,6 @@
 //! The pooled upstream clients of one worker, one per backend protocol (`model::BackendProtocol`):
-//! HTTP/1.1, HTTP/2 with prior knowledge (H2C and GRPC), and HTTP/1.1 over TLS, one client per
+//! HTTP/1.1 (the worker's own connection pool, `h1pool`), HTTP/2 with prior knowledge (H2C and
+//! GRPC, hyper-util), and HTTP/1.1 over TLS (hyper-util), one client per
 //! TLS setting in use (`TlsKey`: verification on or off, the server name, the CA bundle), made on
 //! first use and kept. `Upstreams::send` takes a request whose URI names the endpoint (`uri`) and
 //! sends it with the backend's client.
@@ -13,6 +14,7 @@
 use std::{
     collections::HashMap,
     future::Future,
+    net::SocketAddr,
     path::Path,
     pin::Pin,
     sync::{Arc, Mutex},
@@ -40,7 +42,10 @@ use rustls::{
 };
 use tokio::net::TcpStream;
 
-use super::forward::UpstreamBody;
+use super::{
+    forward::UpstreamBody,
+    h1pool::{self, H1Pool, PoolError, PooledBody},
+};
 use crate::model::{BackendProtocol, UpstreamOptions};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -110,10 +115,30 @@ struct TlsKey {
 /// Distinct HTTPS client settings kept per worker before the cache starts over.
 const MAX_TLS_CLIENTS: usize = 64;
 
+/// Why an upstream exchange failed before a response head arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+impl UpstreamError {
+    /// Nothing reached the endpoint: the request may go to another one.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            Self::Pool(e) => e.is_connect(),
+            Self::Client(e) => e.is_connect(),
+        }
+    }
+}
+
 /// One worker's clients.
 #[derive(Debug)]
 pub struct Upstreams {
-    http: Client<HttpConnector, UpstreamBody>,
+    /// Plain HTTP/1.1: the worker's own pool (the common case, kept lean).
+    http: Arc<H1Pool>,
     h2c: Client<HttpConnector, UpstreamBody>,
     https: Mutex<HashMap<TlsKey, Client<TlsConnector, UpstreamBody>>>,
     tcp: HttpConnector,
@@ -138,8 +163,10 @@ impl Upstreams {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
         connector.enforce_http(false);
+        let http = H1Pool::new(connect_timeout);
+        tokio::spawn(h1pool::sweep_while_alive(Arc::downgrade(&http)));
         Self {
-            http: client_builder().build(connector.clone()),
+            http,
             h2c: client_builder().http2_only(true).build(connector.clone()),
             https: Mutex::new(HashMap::new()),
             tcp: connector,
@@ -148,27 +175,35 @@ impl Upstreams {
         }
     }
 
-    /// Sends `req` (its URI from `uri`) the way `options` say (protocol, TLS settings).
+    /// Sends `req` (its URI from `uri`) to `endpoint` the way `options` say (protocol, TLS
+    /// settings).
     pub async fn send(
         &self,
         options: &UpstreamOptions,
+        endpoint: SocketAddr,
         mut req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, ClientError> {
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        let unpooled = |resp: Response<Incoming>| resp.map(PooledBody::unpooled);
         match options.protocol {
             BackendProtocol::Http => {
                 *req.version_mut() = Version::HTTP_11;
-                self.http.request(req).await
+                Ok(self.http.send(endpoint, req).await?)
             }
             BackendProtocol::H2c | BackendProtocol::Grpc => {
                 *req.version_mut() = Version::HTTP_2;
-                self.h2c.request(req).await
+                Ok(unpooled(self.h2c.request(req).await?))
             }
             BackendProtocol::Https => {
                 *req.version_mut() = Version::HTTP_11;
                 let client = self.https_client(options);
-                client.request(req).await
+                Ok(unpooled(client.request(req).await?))
             }
         }
+    }
+
+    /// Idle pooled HTTP/1.1 connections to `endpoint` (tests).
+    pub fn idle_http(&self, endpoint: SocketAddr) -> usize {
+        self.http.idle_count(endpoint)
     }
 
     /// The HTTPS client for the TLS settings of `options`, made on first use.
@@ -222,9 +257,14 @@ impl Upstreams {
     }
 }
 
-/// `http://endpoint/path?query` (`https://` for HTTPS backends). Clones only: the endpoint's
-/// authority is formatted once per snapshot (`balance::Pick::authority`).
+/// The request target for `protocol`: `/path?query` for plain HTTP/1.1 (the worker's pool sends
+/// it as is, to the endpoint it is given), else `http://endpoint/path?query` (`https://` for HTTPS
+/// backends) for hyper-util's clients, which find the connection by the URI. Clones only: the
+/// endpoint's authority is formatted once per snapshot (`balance::Pick::authority`).
 pub fn uri(protocol: BackendProtocol, endpoint: &Authority, pq: &PathAndQuery) -> Option<Uri> {
+    if protocol == BackendProtocol::Http {
+        return Some(Uri::from(pq.clone()));
+    }
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(match protocol {
         BackendProtocol::Https => Scheme::HTTPS,
