@@ -32,7 +32,8 @@ const CONNECT_OPTIONS: [&str; 7] = [
 
 const USAGE: &str = "usage: cargo xtask bench http [--seconds S] [--rounds N] [--workers N]
     [--proxy-cpus LIST] [--load-cpus LIST] [--connections N] [--streams N]
-    [--load-threads N] [--scenarios h1,h1-10k,h1-1m,h2-tls,tls-new]   (bench_http)
+    [--load-threads N] [--scenarios h1,h1-10k,h1-1m,h2-tls,tls-new]
+    [--plot FILE.svg]                                      (bench_http)
        cargo xtask bench xdp [--part all|test-run|connect]
     [--repeat N] [--runs N] [--cpu N]                      (part 1, bench_xdp)
     [--seconds S] [--rounds N] [--client-threads N] [--server-threads N]

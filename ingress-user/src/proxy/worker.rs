@@ -87,6 +87,11 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
                     loop {
                         match listener.accept().await {
                             Ok((stream, peer)) => {
+                                // Responses go out whole (one write per head and body chunk):
+                                // Nagle would only hold back the last segment of a response.
+                                if let Err(err) = stream.set_nodelay(true) {
+                                    tracing::debug!(slot, %peer, %err, "TCP_NODELAY not set");
+                                }
                                 let next = Accepted { stream, peer, public_port, tls: tls.clone() };
                                 if tx.send(next).await.is_err() {
                                     return;

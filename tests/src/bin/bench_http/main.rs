@@ -11,6 +11,7 @@
 //! per request (wrk over https with `Connection: close`).
 mod load;
 mod peers;
+mod plot;
 
 use std::{
     collections::BTreeMap,
@@ -66,6 +67,9 @@ struct Args {
     /// The bench_backend binary (default: next to this program).
     #[arg(long)]
     backend: Option<PathBuf>,
+    /// Also write the results as an SVG plot (req/s and p99 relative to nginx) to this file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -309,7 +313,16 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    report(&scenarios, &results);
+    let groups = report(&scenarios, &results);
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "cargo xtask bench http: {} worker(s) each, medians of {} rounds of {} s",
+            args.workers, args.rounds, args.seconds
+        );
+        std::fs::write(path, plot::svg(&title, &groups, Target::Nginx.name()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("\nplot written to {}", path.display());
+    }
     println!("\npeak RSS (VmHWM over the whole run; nginx: master + workers)");
     for t in [Target::Xdp, Target::Nginx, Target::Haproxy, Target::Direct] {
         let p = procs.get_mut(&t).expect("started");
@@ -357,7 +370,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn report(scenarios: &[&Scenario], results: &BTreeMap<(&str, Target), Vec<Sample>>) {
+fn report(
+    scenarios: &[&Scenario],
+    results: &BTreeMap<(&str, Target), Vec<Sample>>,
+) -> Vec<plot::Group> {
+    let mut groups = Vec::new();
     println!(
         "\n{:8} {:12} {:>10} {:>8} {:>8} {:>6} {:>10} {:>7}  req/s of each round",
         "scenario", "target", "req/s", "p50 ms", "p99 ms", "cores", "req/s/core", "errors"
@@ -389,6 +406,18 @@ fn report(scenarios: &[&Scenario], results: &BTreeMap<(&str, Target), Vec<Sample
             );
             med.insert(t, (rps, p99, cores));
         }
+        groups.push(plot::Group {
+            scenario: s.name,
+            bars: med
+                .iter()
+                .filter(|(t, _)| **t != Target::Direct)
+                .map(|(t, &(rps, p99_ms, _))| plot::Bar {
+                    target: t.name(),
+                    rps,
+                    p99_ms,
+                })
+                .collect(),
+        });
         if let Some(&(x, xp99, xc)) = med.get(&Target::Xdp) {
             for peer in [Target::Nginx, Target::Haproxy] {
                 if let Some(&(r, p99, c)) = med.get(&peer) {
@@ -416,6 +445,7 @@ fn report(scenarios: &[&Scenario], results: &BTreeMap<(&str, Target), Vec<Sample
         println!("  {r}");
     }
     println!("  {}", ratios_legend());
+    groups
 }
 
 fn ratios_legend() -> &'static str {
