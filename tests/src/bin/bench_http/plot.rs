@@ -25,12 +25,15 @@ const COLORS: [(&str, &str); 3] = [
     ("haproxy", "#dd6b20"),
 ];
 const PANEL_W: f64 = 460.0;
+
+/// A scenario and its bars: (target, req/s ratio, p99 ratio).
+type Row<'a> = (&'a str, Vec<(&'a str, f64, f64)>);
 const PANEL_H: f64 = 260.0;
 const MARGIN: f64 = 40.0;
 
 /// The SVG; groups without the baseline are left out.
 pub fn svg(title: &str, groups: &[Group], baseline: &str) -> String {
-    let rows: Vec<(&str, Vec<(&str, f64, f64)>)> = groups
+    let rows: Vec<Row<'_>> = groups
         .iter()
         .filter_map(|g| {
             let base = g.bars.iter().find(|b| b.target == baseline)?;
@@ -83,7 +86,7 @@ fn panel(
     x0: f64,
     y0: f64,
     label: &str,
-    rows: &[(&str, Vec<(&str, f64, f64)>)],
+    rows: &[Row<'_>],
     which: usize,
 ) {
     let value = |b: &(&str, f64, f64)| if which == 0 { b.1 } else { b.2 };
