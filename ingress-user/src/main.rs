@@ -2,11 +2,7 @@
 use clap::Parser as _;
 use xdp_ingress::cli::{Cli, Command};
 
-/// The request path allocates a handful of small, short-lived objects per request (hyper's
-/// messages and header maps, response futures); mimalloc's per-thread free lists serve them in a
-/// fraction of glibc malloc's instructions (`cargo xtask bench http`, docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
