@@ -2,8 +2,6 @@
 use clap::Parser as _;
 use xdp_ingress::cli::{Cli, Command};
 
-
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     xdp_ingress::cli::init_tracing(&cli.log);

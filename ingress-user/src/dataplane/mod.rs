@@ -10,6 +10,7 @@
 //! of the current epoch unpins the links at a clean shutdown, which detaches the programs.
 //! Counters are read through a `CounterReader`, so a scrape never waits on the owner of the maps.
 pub mod apply;
+mod links;
 pub mod maglev;
 pub mod pins;
 pub mod plan;
@@ -23,12 +24,7 @@ use std::{
 
 use aya::{
     maps::{Array, MapData, PerCpuArray},
-    programs::{
-        links::{FdLink, PinnedLink},
-        tc::{self, SchedClassifierLink},
-        xdp::{XdpLink, XdpLinkId},
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
-    },
+    programs::{SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
 use ingress_common::{map_name, program_name, Counter, SteerState, PIN_SUBDIR};
@@ -204,152 +200,6 @@ impl Dataplane {
         Ok((epoch != self.takeover.epoch).then_some(epoch))
     }
 
-    /// Attaches XDP (ingress) and TC (egress) to `iface`. With pins, a link pinned by an earlier
-    /// daemon is reused: its program is replaced atomically, so no packet meets no program.
-    pub fn attach(
-        &mut self,
-        iface: &str,
-        mode: XdpModeChoice,
-    ) -> Result<&Attachment, DataplaneError> {
-        let c_name = std::ffi::CString::new(iface)
-            .map_err(|_| DataplaneError::NoSuchInterface(iface.to_owned()))?;
-        // SAFETY: c_name is a valid NUL-terminated string.
-        if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
-            return Err(DataplaneError::NoSuchInterface(iface.to_owned()));
-        }
-        let pin_dir = self.pin_dir.clone();
-        let xdp_mode = self.attach_xdp(iface, mode, pin_dir.as_deref())?;
-        self.attach_tc(iface, pin_dir.as_deref())?;
-        tracing::info!(
-            interface = iface,
-            xdp_mode,
-            "attached XDP (ingress) and TC (egress)"
-        );
-        self.attachments.push(Attachment {
-            interface: iface.to_owned(),
-            xdp_mode,
-        });
-        Ok(self.attachments.last().expect("just pushed"))
-    }
-
-    fn attach_xdp(
-        &mut self,
-        iface: &str,
-        mode: XdpModeChoice,
-        pin_dir: Option<&Path>,
-    ) -> Result<&'static str, DataplaneError> {
-        let xdp: &mut Xdp = program_mut(&mut self.ebpf, program_name::XDP_STEER)?;
-        if let Some((path, pinned_mode)) = pin_dir.and_then(|d| pins::find_xdp_link(d, iface)) {
-            let replaced = adopt_link::<XdpLink>(&path).and_then(|link| {
-                xdp.attach_to_link(link)
-                    .map_err(|source| DataplaneError::AttachXdp {
-                        iface: iface.to_owned(),
-                        mode: "pinned",
-                        source,
-                    })
-            });
-            match replaced {
-                Ok(_) => {
-                    tracing::info!(interface = iface, link = %path.display(), "replaced the program of the pinned XDP link");
-                    self.link_pins.push((path, false));
-                    return Ok(if pinned_mode == "native" {
-                        "native"
-                    } else {
-                        "generic"
-                    });
-                }
-                Err(err) => {
-                    tracing::warn!(interface = iface, error = %error_chain(&err), "pinned XDP link unusable; attaching anew");
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-        let (id, label) = match mode {
-            XdpModeChoice::Generic => attach_xdp(xdp, iface, XdpMode::Skb, "generic")?,
-            XdpModeChoice::Native => attach_xdp(xdp, iface, XdpMode::Driver, "native")?,
-            XdpModeChoice::Auto => match attach_xdp(xdp, iface, XdpMode::Driver, "native") {
-                Ok(attached) => attached,
-                Err(err) => {
-                    tracing::warn!(interface = iface, error = %error_chain(&err), "native XDP unavailable, attaching in generic (skb) mode: slower, but correct");
-                    attach_xdp(xdp, iface, XdpMode::Skb, "generic")?
-                }
-            },
-        };
-        if let Some(dir) = pin_dir {
-            let link = xdp
-                .take_link(id)
-                .map_err(|source| DataplaneError::Program {
-                    name: program_name::XDP_STEER,
-                    source,
-                })?;
-            let path = pins::xdp_link_path(dir, iface, label);
-            pin_fd_link(
-                FdLink::try_from(link).map_err(|e| pin_error("the XDP link", &path, e))?,
-                &path,
-            )?;
-            self.link_pins.push((path, true));
-        }
-        Ok(label)
-    }
-
-    fn attach_tc(&mut self, iface: &str, pin_dir: Option<&Path>) -> Result<(), DataplaneError> {
-        let tc_prog: &mut SchedClassifier = program_mut(&mut self.ebpf, program_name::TC_RESTORE)?;
-        if let Some(path) = pin_dir
-            .map(|d| pins::tc_link_path(d, iface))
-            .filter(|p| p.exists())
-        {
-            let replaced = adopt_link::<SchedClassifierLink>(&path).and_then(|link| {
-                tc_prog
-                    .attach_to_link(link)
-                    .map_err(|source| DataplaneError::AttachTc {
-                        iface: iface.to_owned(),
-                        source,
-                    })
-            });
-            match replaced {
-                Ok(_) => {
-                    self.link_pins.push((path, false));
-                    return Ok(());
-                }
-                Err(err) => {
-                    tracing::warn!(interface = iface, error = %error_chain(&err), "pinned TC link unusable; attaching anew");
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-        // clsact is only needed for netlink attachment on kernels before 6.6; adding it where it
-        // already exists fails harmlessly.
-        let _ = tc::qdisc_add_clsact(iface);
-        let id = tc_prog
-            .attach(iface, TcAttachType::Egress)
-            .map_err(|source| DataplaneError::AttachTc {
-                iface: iface.to_owned(),
-                source,
-            })?;
-        if let Some(dir) = pin_dir {
-            let link = tc_prog
-                .take_link(id)
-                .map_err(|source| DataplaneError::Program {
-                    name: program_name::TC_RESTORE,
-                    source,
-                })?;
-            match FdLink::try_from(link) {
-                Ok(fd_link) => {
-                    let path = pins::tc_link_path(dir, iface);
-                    pin_fd_link(fd_link, &path)?;
-                    self.link_pins.push((path, true));
-                }
-                // Netlink-attached (kernel before 6.6): cannot be pinned; it lives with the
-                // qdisc, and the next daemon replaces it.
-                Err(_) => tracing::warn!(
-                    interface = iface,
-                    "TC attached through netlink (kernel < 6.6): the link cannot be pinned"
-                ),
-            }
-        }
-        Ok(())
-    }
-
     /// Brings the maps to `plan`, writing only what differs. The first apply also publishes this
     /// daemon's epoch and generation: from then on new connections reach its workers.
     pub fn apply(&mut self, plan: &DataplanePlan) -> Result<ApplyStats, DataplaneError> {
@@ -519,21 +369,6 @@ impl LoadProgram for SchedClassifier {
     }
 }
 
-fn attach_xdp(
-    xdp: &mut Xdp,
-    iface: &str,
-    mode: XdpMode,
-    label: &'static str,
-) -> Result<(XdpLinkId, &'static str), DataplaneError> {
-    xdp.attach(iface, mode)
-        .map(|id| (id, label))
-        .map_err(|source| DataplaneError::AttachXdp {
-            iface: iface.to_owned(),
-            mode: label,
-            source,
-        })
-}
-
 /// Checks the bpffs, creates `<root>/v1/links/`, and drops pins whose layout differs.
 fn prepare_pin_dir(root: &Path) -> Result<PathBuf, DataplaneError> {
     // The nearest existing ancestor must be on bpffs (sysfs would refuse the mkdir anyway, with
@@ -562,21 +397,6 @@ fn pin_error(what: &'static str, path: &Path, err: impl std::fmt::Display) -> Da
         path: path.to_owned(),
         source: io::Error::other(err.to_string()),
     }
-}
-
-/// Opens a pinned link as the link type of a program.
-fn adopt_link<L: TryFrom<FdLink>>(path: &Path) -> Result<L, DataplaneError>
-where
-    L::Error: std::fmt::Display,
-{
-    let pinned = PinnedLink::from_pin(path).map_err(|e| pin_error("a link", path, e))?;
-    L::try_from(FdLink::from(pinned)).map_err(|e| pin_error("a link", path, e))
-}
-
-fn pin_fd_link(link: FdLink, path: &Path) -> Result<(), DataplaneError> {
-    link.pin(path)
-        .map(drop)
-        .map_err(|e| pin_error("a link", path, e))
 }
 
 /// The single `STATE` entry, if the map holds one.

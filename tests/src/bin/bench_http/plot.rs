@@ -81,14 +81,7 @@ pub fn svg(title: &str, groups: &[Group], baseline: &str) -> String {
     out
 }
 
-fn panel(
-    out: &mut String,
-    x0: f64,
-    y0: f64,
-    label: &str,
-    rows: &[Row<'_>],
-    which: usize,
-) {
+fn panel(out: &mut String, x0: f64, y0: f64, label: &str, rows: &[Row<'_>], which: usize) {
     let value = |b: &(&str, f64, f64)| if which == 0 { b.1 } else { b.2 };
     let top = rows
         .iter()
