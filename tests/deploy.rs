@@ -119,3 +119,62 @@ fn daemonset_flags_exist_in_the_binary() {
         );
     }
 }
+
+/// The rules of every Role/ClusterRole in deploy/rbac.yaml: `(kind, resource, verbs)`.
+fn rbac_rules() -> Vec<(String, String, Vec<String>)> {
+    let text = std::fs::read_to_string(workspace().join("deploy/rbac.yaml")).unwrap();
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
+        let kind = v["kind"].as_str().unwrap_or("").to_owned();
+        for rule in v["rules"].as_sequence().into_iter().flatten() {
+            let verbs: Vec<String> = rule["verbs"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_owned())
+                .collect();
+            for resource in rule["resources"].as_sequence().unwrap() {
+                out.push((
+                    kind.clone(),
+                    resource.as_str().unwrap().to_owned(),
+                    verbs.clone(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn node_addresses_need_our_pod_and_least_privilege_reads() {
+    let rules = rbac_rules();
+    let find = |resource: &str| -> Vec<(String, Vec<String>)> {
+        rules
+            .iter()
+            .filter(|(_, r, _)| r == resource)
+            .map(|(k, _, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let read = ["get", "list", "watch"].map(String::from).to_vec();
+    // Our pods: read in our namespace only (a Role), never cluster-wide.
+    assert_eq!(find("pods"), [("Role".to_owned(), read.clone())]);
+    // Nodes are cluster-scoped; Services for --publish-service; Secrets read only.
+    assert_eq!(find("nodes"), [("ClusterRole".to_owned(), read.clone())]);
+    assert_eq!(find("services"), [("ClusterRole".to_owned(), read.clone())]);
+    assert_eq!(find("secrets"), [("ClusterRole".to_owned(), read)]);
+    let daemonset = std::fs::read_to_string(workspace().join("deploy/daemonset.yaml")).unwrap();
+    for (env, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let at = daemonset
+            .find(&format!("- name: {env}\n"))
+            .unwrap_or_else(|| panic!("the DaemonSet does not set {env}"));
+        let next = &daemonset[at..daemonset.len().min(at + 160)];
+        assert!(
+            next.contains(&format!("fieldPath: {field}")),
+            "{env} is not {field} from the downward API: {next}"
+        );
+    }
+}

@@ -1,12 +1,16 @@
 //! Kubernetes mode, writing back: Ingress status and Events, written by the leader only
 //! (a coordination.k8s.io Lease), through the real daemon binary against the in-repo fake API
-//! server (`integration_tests::fakeapi`). Worker-port bases 17000, 19000, 30000, 31000 (ranges no
-//! other test uses).
+//! server (`integration_tests::fakeapi`). Worker-port bases 3000-6000, 17000, 19000, 30000,
+//! 31000 (ranges no other test of this binary uses).
 //!
 //! Covered:
 //! - the leader writes `status.loadBalancer.ingress` from `--publish-status-address` (an IP and a
 //!   host name), once: unrelated changes write nothing; it clears it when the Ingress leaves our
 //!   class;
+//! - without flags, the addresses of the nodes that run Ready pods with our Pod's labels
+//!   (ExternalIP over InternalIP, deduplicated, sorted), re-published when a pod becomes Ready,
+//!   nothing written for changes that do not move them; without our Pod, nothing and a log line;
+//! - `--publish-service`: a LoadBalancer Service's ingress addresses, re-published on change;
 //! - a bad Ingress gets a Warning Event (stable reason, the field in the note), a foreign one none,
 //!   and a fixed one a Normal `Recovered` Event;
 //! - two daemons: only one leads; when it stops it releases the Lease and the other takes over
@@ -25,6 +29,7 @@ const LEASE_NAMESPACE: &str = "xdp-ingress";
 
 /// The write-back fixtures these tests add to the fake API server.
 trait StatusCluster {
+    fn elected_daemon(&self, worker_port_base: u16, extra: &[&str]) -> Daemon;
     fn leading_daemon(&self, worker_port_base: u16, extra: &[&str]) -> Daemon;
     fn status(&self, name: &str) -> Value;
     fn status_writes(&self, name: &str) -> usize;
@@ -33,16 +38,18 @@ trait StatusCluster {
 }
 
 impl StatusCluster for Cluster {
-    /// The daemon with leader election and status addresses (plus `extra`).
-    fn leading_daemon(&self, worker_port_base: u16, extra: &[&str]) -> Daemon {
-        let mut args = vec![
-            "--election-namespace",
-            LEASE_NAMESPACE,
-            "--publish-status-address",
-            "192.0.2.10,lb.example.com",
-        ];
+    /// The daemon with leader election in `LEASE_NAMESPACE` (plus `extra`).
+    fn elected_daemon(&self, worker_port_base: u16, extra: &[&str]) -> Daemon {
+        let mut args = vec!["--election-namespace", LEASE_NAMESPACE];
         args.extend_from_slice(extra);
         self.daemon(worker_port_base, &args)
+    }
+
+    /// The daemon with leader election and status addresses (plus `extra`).
+    fn leading_daemon(&self, worker_port_base: u16, extra: &[&str]) -> Daemon {
+        let mut args = vec!["--publish-status-address", "192.0.2.10,lb.example.com"];
+        args.extend_from_slice(extra);
+        self.elected_daemon(worker_port_base, &args)
     }
 
     /// Our class, the cafe Ingress (/coffee, plus `extra` paths), coffee-svc with one endpoint.
@@ -238,4 +245,163 @@ fn only_one_daemon_leads_and_the_other_takes_over_when_it_stops() {
     poll(CONVERGE, "status cleared by b", || {
         c.status("cafe").is_null().then_some(())
     });
+}
+
+/// Our pods (label `app.kubernetes.io/name: xdp-ingress`, each with its own revision hash) and
+/// others in `LEASE_NAMESPACE`: `(name, app, node, ready)`.
+fn pods(c: &Cluster, pods: &[(&str, &str, &str, bool)]) {
+    for (i, (name, app, node, ready)) in pods.iter().enumerate() {
+        c.api.apply_yaml(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {LEASE_NAMESPACE}\n  \
+             labels: {{app.kubernetes.io/name: {app}, controller-revision-hash: rev{i}}}\n\
+             spec: {{nodeName: {node}, containers: [{{name: c, image: x}}]}}\n\
+             status:\n  phase: Running\n  conditions: [{{type: Ready, status: '{}'}}]\n",
+            if *ready { "True" } else { "False" }
+        ));
+    }
+}
+
+/// A Node with `(type, address)` addresses.
+fn node(c: &Cluster, name: &str, addresses: &[(&str, &str)]) {
+    let list: Vec<String> = addresses
+        .iter()
+        .map(|(t, a)| format!("{{type: {t}, address: '{a}'}}"))
+        .collect();
+    c.api.apply_yaml(&format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\nstatus: {{addresses: [{}]}}\n",
+        list.join(", ")
+    ));
+}
+
+/// Waits until the cafe Ingress's status is `want`, then checks that it took `writes` writes in
+/// all.
+fn status_settles(c: &Cluster, what: &str, want: Value, writes: usize) {
+    poll(CONVERGE, what, || (c.status("cafe") == want).then_some(()));
+    assert_eq!(c.status_writes("cafe"), writes, "{:#?}", c.api.requests());
+}
+
+fn ips(addresses: &[&str]) -> Value {
+    Value::Array(addresses.iter().map(|a| json!({"ip": a})).collect())
+}
+
+#[test]
+fn node_addresses_of_our_ready_pods_are_published_and_follow_them() {
+    let c = Cluster::new();
+    let c1 = c.backends.demo("coffee-1");
+    c.cafe(c1, &[]);
+    pods(
+        &c,
+        &[
+            ("xdp-a", "xdp-ingress", "node-a", true),
+            // Two of ours on node-b (an update's surge pod): one address.
+            ("xdp-b", "xdp-ingress", "node-b", true),
+            ("xdp-b2", "xdp-ingress", "node-b", true),
+            ("xdp-c", "xdp-ingress", "node-c", false),
+            ("web", "web", "node-d", true),
+        ],
+    );
+    node(
+        &c,
+        "node-a",
+        &[
+            ("InternalIP", "10.0.0.1"),
+            ("ExternalIP", "198.51.100.1"),
+            ("Hostname", "a"),
+        ],
+    );
+    node(&c, "node-b", &[("InternalIP", "10.0.0.20")]);
+    node(&c, "node-c", &[("InternalIP", "10.0.0.3")]);
+    node(&c, "node-d", &[("InternalIP", "10.0.0.4")]);
+    let args = ["--pod-name", "xdp-a", "--pod-namespace", LEASE_NAMESPACE];
+    let d = c.elected_daemon(3000, &args);
+    assert_eq!(d.get(HOST, "/coffee").server(), "coffee-1");
+    status_settles(
+        &c,
+        "node addresses written",
+        ips(&["10.0.0.20", "198.51.100.1"]),
+        1,
+    );
+
+    // node-c's pod becomes Ready: its address joins, in order.
+    pods(&c, &[("xdp-c", "xdp-ingress", "node-c", true)]);
+    status_settles(
+        &c,
+        "node-c added",
+        ips(&["10.0.0.3", "10.0.0.20", "198.51.100.1"]),
+        2,
+    );
+
+    // Changes that move nothing write nothing: another app's node, a second pod on node-b going.
+    node(&c, "node-d", &[("InternalIP", "10.0.0.44")]);
+    assert!(c.api.delete(Kind::Pod, LEASE_NAMESPACE, "xdp-b2"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(c.status_writes("cafe"), 2, "{:#?}", c.api.requests());
+    // A node of ours changes its address: re-published.
+    node(&c, "node-b", &[("InternalIP", "10.0.0.2")]);
+    status_settles(
+        &c,
+        "node-b moved",
+        ips(&["10.0.0.2", "10.0.0.3", "198.51.100.1"]),
+        3,
+    );
+}
+
+#[test]
+fn without_our_own_pod_no_status_is_written_and_the_log_says_why() {
+    let c = Cluster::new();
+    let c1 = c.backends.demo("coffee-1");
+    c.cafe(c1, &[]);
+    pods(&c, &[("xdp-a", "xdp-ingress", "node-a", true)]);
+    node(&c, "node-a", &[("InternalIP", "10.0.0.1")]);
+    let mut d = c.elected_daemon(4000, &[]);
+    d.log.wait_for(
+        &[
+            "cannot identify our own Pod",
+            "POD_NAME",
+            "Ingress status is not written",
+        ],
+        CONVERGE,
+    );
+    d.interrupt();
+    assert!(d.wait_exit(Duration::from_secs(15)).is_some());
+    let d = c.elected_daemon(5000, &["--pod-name", "ghost"]);
+    d.log.wait_for(
+        &[
+            "cannot identify our own Pod",
+            "does not exist",
+            "default/ghost",
+        ],
+        CONVERGE,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(c.status("cafe"), Value::Null);
+    assert_eq!(c.status_writes("cafe"), 0);
+}
+
+#[test]
+fn publish_service_load_balancer_addresses_are_published_and_follow_the_service() {
+    let c = Cluster::new();
+    let c1 = c.backends.demo("coffee-1");
+    c.cafe(c1, &[]);
+    let lb = |ingress: &str, annotation: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: lb, namespace: {LEASE_NAMESPACE}, \
+             annotations: {{note: '{annotation}'}}}}\nspec: {{type: LoadBalancer, clusterIP: 10.96.0.9, \
+             ports: [{{port: 80}}]}}\nstatus: {{loadBalancer: {{ingress: [{ingress}]}}}}\n"
+        )
+    };
+    c.api
+        .apply_yaml(&lb("{hostname: lb.example.net}, {ip: 203.0.113.7}", "a"));
+    let d = c.elected_daemon(6000, &["--publish-service", "xdp-ingress/lb"]);
+    assert_eq!(d.get(HOST, "/coffee").server(), "coffee-1");
+    let want = json!([{"ip": "203.0.113.7"}, {"hostname": "lb.example.net"}]);
+    status_settles(&c, "the Service's addresses", want, 1);
+    // The same addresses in another order, and another annotation: nothing to write.
+    c.api
+        .apply_yaml(&lb("{ip: 203.0.113.7}, {hostname: lb.example.net}", "b"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(c.status_writes("cafe"), 1, "{:#?}", c.api.requests());
+    // The load balancer moves: re-published.
+    c.api.apply_yaml(&lb("{ip: 203.0.113.8}", "b"));
+    status_settles(&c, "the new address", ips(&["203.0.113.8"]), 2);
 }

@@ -153,10 +153,24 @@ pub struct RunArgs {
 #[derive(Debug, clap::Args)]
 pub struct WritebackArgs {
     /// Addresses (IPs or host names, comma-separated) the leader writes into
-    /// `status.loadBalancer.ingress` of every Ingress we serve. Without any, status is not
-    /// written (only our own addresses are cleared from Ingresses we stop serving).
+    /// `status.loadBalancer.ingress` of every Ingress we serve (and clears from Ingresses we
+    /// stop serving). Wins over --publish-service. Without either, the addresses of the nodes
+    /// that run our pods are written (ExternalIP, else InternalIP).
     #[arg(long, value_delimiter = ',')]
     pub publish_status_address: Vec<String>,
+    /// Publish the addresses of this Service instead of the nodes': a LoadBalancer's
+    /// status.loadBalancer.ingress (plus spec.externalIPs); a NodePort's spec.externalIPs, else
+    /// its cluster IP; a ClusterIP's cluster IP. Watched: a change is re-published.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = crate::writeback::addresses::parse_namespaced_name)]
+    pub publish_service: Option<crate::writeback::addresses::NamespacedName>,
+    /// Our own Pod's name (the downward API's POD_NAME): its labels select the pods whose nodes'
+    /// addresses are published.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Our own Pod's namespace (the downward API's POD_NAMESPACE; default: the namespace of the
+    /// kubeconfig context or of the service account).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
     /// Namespace of the leader election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "xdp-ingress")]
     pub election_namespace: String,
@@ -173,7 +187,14 @@ pub struct WritebackArgs {
 }
 
 impl WritebackArgs {
-    pub fn config(&self, classes: crate::translate::ClassOptions) -> crate::writeback::Config {
+    /// The write-back configuration; `default_namespace` is the client's (for our own Pod when
+    /// neither --pod-namespace nor POD_NAMESPACE says).
+    pub fn config(
+        &self,
+        classes: crate::translate::ClassOptions,
+        default_namespace: &str,
+    ) -> crate::writeback::Config {
+        use crate::writeback::addresses::{NamespacedName, Publish};
         let identity = self.election_identity.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_owned())
@@ -188,7 +209,21 @@ impl WritebackArgs {
             lease_name: self.election_id.clone(),
             identity,
             lease_duration: std::time::Duration::from_secs(self.lease_seconds.max(1)),
-            publish_addresses: self.publish_status_address.clone(),
+            publish: Publish::choose(
+                &self.publish_status_address,
+                self.publish_service.as_ref(),
+                match &self.pod_name {
+                    Some(name) if !name.is_empty() => Ok(NamespacedName {
+                        namespace: self
+                            .pod_namespace
+                            .clone()
+                            .filter(|n| !n.is_empty())
+                            .unwrap_or_else(|| default_namespace.to_owned()),
+                        name: name.clone(),
+                    }),
+                    _ => Err("neither POD_NAME nor --pod-name is set".to_owned()),
+                },
+            ),
             classes,
         }
     }
@@ -260,12 +295,7 @@ pub fn parse_backend_ref(text: &str) -> Result<ServiceBackendRef, String> {
     let bad = || format!("{text:?}: expected NAMESPACE/SERVICE:PORT, e.g. default/fallback:80");
     let (namespace, rest) = text.split_once('/').ok_or_else(bad)?;
     let (service, port) = rest.rsplit_once(':').ok_or_else(bad)?;
-    let label = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 253
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-    };
+    let label = crate::writeback::addresses::object_name;
     if !label(namespace) || !label(service) || port.is_empty() {
         return Err(bad());
     }

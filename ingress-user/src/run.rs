@@ -86,7 +86,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     // Kubernetes mode: the leader writes Ingress status and Events from each reload's report.
     let (reports, report_rx) = tokio::sync::watch::channel(None);
     let writeback_task = source.client().map(|client| {
-        let config = args.writeback.config(options.classes.clone());
+        let config = args
+            .writeback
+            .config(options.classes.clone(), client.default_namespace());
         writeback::spawn(client, config, report_rx)
     });
     let report = reload(&mut source, &options, &mut publisher, &metrics);

@@ -275,27 +275,28 @@ where
     store
 }
 
-/// One watcher's connection state, to log transitions once instead of every retry.
-struct Health {
+/// One watcher's connection state, to log transitions once instead of every retry (also used by
+/// the write-back watchers).
+pub(crate) struct Health {
     kind: &'static str,
     failing: bool,
 }
 
 impl Health {
-    fn new(kind: &'static str) -> Self {
+    pub(crate) fn new(kind: &'static str) -> Self {
         Self {
             kind,
             failing: false,
         }
     }
 
-    fn ok(&mut self) {
+    pub(crate) fn ok(&mut self) {
         if std::mem::take(&mut self.failing) {
             info!(kind = self.kind, "watch of the API server recovered");
         }
     }
 
-    fn failed(&mut self, err: &watcher::Error) {
+    pub(crate) fn failed(&mut self, err: &watcher::Error) {
         let kind = self.kind;
         if let watcher::Error::WatchError(status) = err {
             if status.code == 410 {

@@ -3,7 +3,9 @@
 //! Flow: every reload of the control loop hands a `Report` (the `Inputs` it translated, which
 //! carry the Ingresses' current status, and the diagnostics) to a `watch` channel; the
 //! write-back task keeps only the newest. The task runs leader election (`lease`) every retry
-//! period; while it leads, each new report (and becoming leader) triggers one round: `status`
+//! period; while it leads, it keeps an `address_watch` of the addresses to publish (`addresses`:
+//! `--publish-status-address`, `--publish-service`, or the nodes that run our pods), and each new
+//! report, each change of those addresses (and becoming leader) triggers one round: `status`
 //! plans the writes that differ from what the API shows and applies them, `events` turns
 //! diagnostics into Events. A round that failed, or held Events back, is retried on the next
 //! tick. When the control loop drops its sender (shutdown), the task releases the Lease and ends.
@@ -18,6 +20,8 @@ use crate::{
     translate::{ClassOptions, Diagnostic},
 };
 
+pub mod address_watch;
+pub mod addresses;
 pub mod events;
 pub mod lease;
 pub mod status;
@@ -38,8 +42,8 @@ pub struct Config {
     /// Who we are in the Lease and in Events.
     pub identity: String,
     pub lease_duration: Duration,
-    /// `--publish-status-address` (empty: status is not written, only cleared).
-    pub publish_addresses: Vec<String>,
+    /// Where the addresses written into Ingress status come from.
+    pub publish: addresses::Publish,
     pub classes: ClassOptions,
 }
 
@@ -68,10 +72,8 @@ async fn run(client: Client, config: Config, mut reports: watch::Receiver<Option
         config.lease_duration,
     );
     let mut events = events::EventSink::new(client.clone(), &config.identity);
-    let ours = status::entries(&config.publish_addresses);
-    if ours.is_empty() {
-        tracing::info!("no --publish-status-address: Ingress status is not written");
-    }
+    // While we lead: the addresses to publish.
+    let mut addresses: Option<address_watch::AddressWatch> = None;
     let mut tick = tokio::time::interval(config.retry_period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut retry = false;
@@ -80,12 +82,19 @@ async fn run(client: Client, config: Config, mut reports: watch::Receiver<Option
         let round = tokio::select! {
             _ = tick.tick() => {
                 let was = elector.is_leader();
-                elector.step().await && (!was || retry)
+                let leads = elector.step().await;
+                if leads != addresses.is_some() {
+                    addresses = leads.then(|| address_watch::AddressWatch::start(&client, &config.publish));
+                }
+                leads && (!was || retry)
             }
             changed = reports.changed() => {
                 if changed.is_err() {
                     break;
                 }
+                elector.is_leader()
+            }
+            _ = async { addresses.as_mut()?.changed().await; Some(()) }, if addresses.is_some() => {
                 elector.is_leader()
             }
         };
@@ -96,6 +105,8 @@ async fn run(client: Client, config: Config, mut reports: watch::Receiver<Option
             continue;
         };
         {
+            let ours =
+                status::entries(&addresses.as_ref().map(|a| a.current()).unwrap_or_default());
             let changes = status::plan(
                 &report.inputs.ingresses,
                 &report.inputs.ingress_classes,

@@ -5,10 +5,10 @@
 //! `resourceVersion` with the events logged since, `allowWatchBookmarks` (a BOOKMARK every
 //! `BOOKMARK_EVERY` with the current resourceVersion), `timeoutSeconds`, `410 Gone` (as a watch
 //! ERROR event, like the real server) when a watch resumes from before the compaction horizon,
-//! field selectors on `type`, `metadata.name` and `metadata.namespace`; get, create (POST),
-//! replace (PUT) with resourceVersion conflicts, merge patch (PATCH), delete, and the `status`
-//! subresource. Kinds: Ingress, IngressClass, Service, EndpointSlice, Secret, Lease, Event
-//! (events.k8s.io/v1).
+//! field selectors on `type`, `metadata.name` and `metadata.namespace`, equality label selectors;
+//! get, create (POST), replace (PUT) with resourceVersion conflicts, merge patch (PATCH), delete,
+//! and the `status` subresource. Kinds: Ingress, IngressClass, Service, EndpointSlice, Secret, Lease, Event
+//! (events.k8s.io/v1), Pod, Node.
 //!
 //! Tests drive it from plain threads: `apply_yaml` / `delete` change objects (open watches get
 //! the events at once), `expire` changes objects behind the watchers' backs and compacts the
@@ -40,7 +40,7 @@ pub mod store;
 pub use cluster::Cluster;
 
 pub use store::Kind;
-use store::{FieldSelector, State};
+use store::{FieldSelector, LabelSelector, State};
 
 /// How often an open watch with `allowWatchBookmarks` gets a BOOKMARK.
 pub const BOOKMARK_EVERY: Duration = Duration::from_millis(500);
@@ -376,6 +376,10 @@ async fn handle(
         Ok(s) => s,
         Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e),
     };
+    let labels = match LabelSelector::parse(param("labelSelector").unwrap_or("")) {
+        Ok(s) => s,
+        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e),
+    };
     let method = req.method().clone();
     match (&method, &target.name) {
         (&Method::GET, None) if matches!(param("watch"), Some("true" | "1")) => {
@@ -384,11 +388,13 @@ async fn handle(
             let timeout = param("timeoutSeconds")
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(1800);
-            start_watch(shared, target, selector, &from, bookmarks, timeout, stop)
+            let selectors = (selector, labels);
+            start_watch(shared, target, selectors, &from, bookmarks, timeout, stop)
         }
         (&Method::GET, None) => {
             let state = shared.lock();
-            let items = state.list(target.kind, target.namespace.as_deref(), &selector);
+            let mut items = state.list(target.kind, target.namespace.as_deref(), &selector);
+            items.retain(|o| labels.matches(o));
             let body = json!({
                 "kind": format!("{}List", target.kind.name()),
                 "apiVersion": target.kind.api_version(),
@@ -414,7 +420,7 @@ mod write;
 fn start_watch(
     shared: &Arc<Shared>,
     target: Target,
-    selector: FieldSelector,
+    (selector, labels): (FieldSelector, LabelSelector),
     from: &str,
     bookmarks: bool,
     timeout_seconds: u64,
@@ -437,7 +443,8 @@ fn start_watch(
         Ok(rv) if rv > 0 => Some(rv),
         // No (or "0") resourceVersion: every current object as ADDED, then what follows.
         _ => {
-            for o in state.list(target.kind, target.namespace.as_deref(), &selector) {
+            let listed = state.list(target.kind, target.namespace.as_deref(), &selector);
+            for o in listed.into_iter().filter(|o| labels.matches(o)) {
                 initial.push(line(&json!({"type": "ADDED", "object": o})));
             }
             Some(state.rv)
@@ -474,7 +481,7 @@ fn start_watch(
                                 == Some(ns)
                         })
                     })
-                    .filter(|e| selector.matches(&e.object))
+                    .filter(|e| selector.matches(&e.object) && labels.matches(&e.object))
                     .map(|e| line(&json!({"type": e.type_, "object": e.object})))
                     .collect();
                 cursor = state.rv;

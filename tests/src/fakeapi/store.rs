@@ -18,10 +18,12 @@ pub enum Kind {
     Secret,
     Lease,
     Event,
+    Pod,
+    Node,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Ingress,
         Kind::IngressClass,
         Kind::Service,
@@ -29,12 +31,14 @@ impl Kind {
         Kind::Secret,
         Kind::Lease,
         Kind::Event,
+        Kind::Pod,
+        Kind::Node,
     ];
 
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::Ingress | Kind::IngressClass => "networking.k8s.io/v1",
-            Kind::Service | Kind::Secret => "v1",
+            Kind::Service | Kind::Secret | Kind::Pod | Kind::Node => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             Kind::Lease => "coordination.k8s.io/v1",
             Kind::Event => "events.k8s.io/v1",
@@ -50,6 +54,8 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::Lease => "Lease",
             Kind::Event => "Event",
+            Kind::Pod => "Pod",
+            Kind::Node => "Node",
         }
     }
 
@@ -62,11 +68,13 @@ impl Kind {
             Kind::Secret => "secrets",
             Kind::Lease => "leases",
             Kind::Event => "events",
+            Kind::Pod => "pods",
+            Kind::Node => "nodes",
         }
     }
 
     pub fn namespaced(self) -> bool {
-        self != Kind::IngressClass
+        !matches!(self, Kind::IngressClass | Kind::Node)
     }
 
     /// `(api prefix, plural)` → kind, e.g. `("/apis/networking.k8s.io/v1", "ingresses")`.
@@ -292,6 +300,42 @@ impl FieldSelector {
     }
 }
 
+/// A label selector: `a=b,c!=d,e` (equality, inequality, existence) over `metadata.labels`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LabelSelector(Vec<(String, Option<(bool, String)>)>);
+
+impl LabelSelector {
+    /// Parses a selector; set-based terms (`in`, `notin`) are an error (no test needs them).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut terms = Vec::new();
+        for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if term.contains(' ') || term.contains('(') {
+                return Err(format!("label selector term not supported: {term:?}"));
+            }
+            let term = if let Some((k, v)) = term.split_once("!=") {
+                (k.to_owned(), Some((false, v.to_owned())))
+            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                (k.to_owned(), Some((true, v.to_owned())))
+            } else {
+                (term.to_owned(), None)
+            };
+            terms.push(term);
+        }
+        Ok(Self(terms))
+    }
+
+    pub fn matches(&self, object: &Value) -> bool {
+        let labels = object.pointer("/metadata/labels");
+        self.0.iter().all(|(key, test)| {
+            let actual = labels.and_then(|l| l.get(key)).and_then(Value::as_str);
+            match test {
+                None => actual.is_some(),
+                Some((equal, value)) => (actual == Some(value.as_str())) == *equal,
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,5 +363,29 @@ mod tests {
         assert_eq!(s.rv, 4);
         s.compact();
         assert_eq!((s.horizon, s.log.len()), (4, 0));
+    }
+
+    #[test]
+    fn label_selectors_and_cluster_scoped_nodes() {
+        let pod = |name: &str, app: &str| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "x", "labels": {"app": app}}});
+        let selector = LabelSelector::parse("app=ingress").unwrap();
+        assert!(selector.matches(&pod("a", "ingress")));
+        assert!(!selector.matches(&pod("b", "web")));
+        assert!(LabelSelector::parse("app!=web")
+            .unwrap()
+            .matches(&pod("a", "ingress")));
+        assert!(LabelSelector::parse("app")
+            .unwrap()
+            .matches(&pod("a", "web")));
+        assert!(!LabelSelector::parse("tier")
+            .unwrap()
+            .matches(&pod("a", "web")));
+        assert!(LabelSelector::parse("app in (a)").is_err());
+        let mut s = State::default();
+        let key = s
+            .apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "namespace": "x"}}))
+            .unwrap();
+        assert_eq!(key, (Kind::Node, String::new(), "n1".to_owned()));
+        assert_eq!(Kind::from_path("/api/v1", "pods"), Some(Kind::Pod));
     }
 }
