@@ -18,6 +18,9 @@
 //!   loss once per kind, and reconverges when the server comes back on the same port;
 //! - a 410 Gone on resume forces a relist, and the daemon converges on what changed;
 //! - a TLS Secret from the API is served over HTTPS, and its rotation reaches new handshakes;
+//!   a TLS Secret no Ingress of ours referenced is fetched (GET) once one does, and one created
+//!   after its Ingress is served when it appears (unit tests in `source::secret_cache` show that
+//!   the data of unreferenced Secrets is not held);
 //! - an API server that is not there at start: nothing is served (not even /readyz) until every
 //!   kind is listed; no source, a bad kubeconfig, or two sources: a clear error.
 use std::{net::SocketAddr, time::Duration};
@@ -153,7 +156,11 @@ fn initial_sync_serves_and_asks_for_bookmarks_and_tls_secrets_only() {
             "{watches:#?}"
         );
     }
-    let secrets: Vec<_> = requests.iter().filter(|r| r.contains("/secrets")).collect();
+    // Lists and watches (single Secrets are only ever fetched by name).
+    let secrets: Vec<_> = requests
+        .iter()
+        .filter(|r| r.contains("/secrets?"))
+        .collect();
     assert!(secrets.len() >= 2, "{secrets:#?}");
     assert!(
         secrets
@@ -420,14 +427,34 @@ fn start_fails_clearly_without_one_source() {
     assert!(out.contains("cannot be used with"), "{out}");
 }
 
-#[test]
-fn a_tls_secret_from_the_api_is_served_and_its_rotation_reaches_new_handshakes() {
+/// Our class and the `web` Service with one demo backend; a test CA for certificates.
+fn tls_cluster() -> (Cluster, Ca) {
     let c = Cluster::new();
     let web = c.backends.demo("web-1");
     c.api.apply_yaml(&ingress_class("xdp-ingress", OURS, false));
     c.api
         .apply_yaml(&yaml::service_with_endpoints("web", &[web]));
-    let ca = Ca::new();
+    (c, Ca::new())
+}
+
+/// Polls until a handshake for `host` gets `pair`'s certificate.
+fn wait_leaf(
+    d: &Daemon,
+    https: &Https,
+    strict: &std::sync::Arc<rustls::ClientConfig>,
+    host: &str,
+    pair: &integration_tests::tls::Pair,
+    what: &str,
+) {
+    poll(CONVERGE, what, || {
+        let s = https.handshake(d.https_addr(), host, strict).ok()?;
+        (s.leaf == pair.leaf_der).then_some(())
+    });
+}
+
+#[test]
+fn a_tls_secret_from_the_api_is_served_and_its_rotation_reaches_new_handshakes() {
+    let (c, ca) = tls_cluster();
     let old = ca.ecdsa(&["secure.example.com"]);
     c.api.apply_yaml(&tls_secret("secure", &old));
     c.api.apply_yaml(&tls_ingress(
@@ -449,10 +476,82 @@ fn a_tls_secret_from_the_api_is_served_and_its_rotation_reaches_new_handshakes()
     // Rotated in the API: new handshakes get the new certificate.
     let new = ca.rsa(&["secure.example.com"]);
     c.api.apply_yaml(&tls_secret("secure", &new));
-    poll(CONVERGE, "the rotated certificate", || {
-        let s = https
-            .handshake(d.https_addr(), "secure.example.com", &strict)
-            .ok()?;
-        (s.leaf == new.leaf_der).then_some(())
-    });
+    wait_leaf(
+        &d,
+        &https,
+        &strict,
+        "secure.example.com",
+        &new,
+        "the rotated certificate",
+    );
+}
+
+#[test]
+fn a_tls_secret_is_fetched_when_an_ingress_starts_referencing_it_and_one_created_later_is_served() {
+    let (c, ca) = tls_cluster();
+    let later = ca.ecdsa(&["later.example.com"]);
+    c.api.apply_yaml(&tls_secret("later", &later));
+    let d = c.daemon(9000, &[]);
+    let https = Https::new();
+    let strict = client_config(&ca, Trust::TestCa, &["http/1.1"]);
+    // Nobody references it: the default certificate answers (not trusted by the test CA).
+    assert!(https
+        .handshake(d.https_addr(), "later.example.com", &strict)
+        .is_err());
+    let gets = || {
+        c.api
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("GET /api/v1/namespaces/default/secrets/later"))
+            .count()
+    };
+    assert_eq!(gets(), 0);
+
+    // An Ingress of ours starts referencing it: fetched once, and served.
+    let class = [("kubernetes.io/ingress.class", "xdp-ingress")];
+    c.api.apply_yaml(&tls_ingress(
+        "later",
+        &class,
+        &[(&["later.example.com"], "later")],
+        &[("later.example.com", "web")],
+    ));
+    wait_leaf(
+        &d,
+        &https,
+        &strict,
+        "later.example.com",
+        &later,
+        "the newly referenced certificate",
+    );
+    assert_eq!(gets(), 1);
+    // Its rotation comes through the watch.
+    let rotated = ca.rsa(&["later.example.com"]);
+    c.api.apply_yaml(&tls_secret("later", &rotated));
+    wait_leaf(
+        &d,
+        &https,
+        &strict,
+        "later.example.com",
+        &rotated,
+        "the rotated certificate",
+    );
+
+    // A referenced Secret that does not exist yet is served once it is created.
+    c.api.apply_yaml(&tls_ingress(
+        "future",
+        &class,
+        &[(&["future.example.com"], "future")],
+        &[("future.example.com", "web")],
+    ));
+    d.log.wait_for(&["default/future", "not found"], CONVERGE);
+    let future = ca.ecdsa(&["future.example.com"]);
+    c.api.apply_yaml(&tls_secret("future", &future));
+    wait_leaf(
+        &d,
+        &https,
+        &strict,
+        "future.example.com",
+        &future,
+        "the certificate created later",
+    );
 }

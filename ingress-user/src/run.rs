@@ -58,7 +58,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let choice = args.source(std::env::var_os("KUBERNETES_SERVICE_HOST").is_some())?;
     let mut source = match &choice {
         SourceChoice::Manifests(dir) => Active::manifests(dir)?,
-        SourceChoice::Kube(connection) => Active::kube(connection).await?,
+        SourceChoice::Kube(connection) => {
+            Active::kube(connection, args.class_options(&choice)).await?
+        }
     };
     let ready = tokio::time::timeout(Duration::from_millis(500), source.ready()).await;
     if ready.is_err() {

@@ -38,7 +38,7 @@ enum Kind {
         source: FileSource,
         watch: Option<Watch>,
     },
-    Kube(KubeSource),
+    Kube(Box<KubeSource>),
 }
 
 /// An open source.
@@ -60,11 +60,15 @@ impl Active {
         })
     }
 
-    /// The Kubernetes API; the watchers start at once (on the current runtime).
-    pub async fn kube(connection: &Connection) -> Result<Self, OpenError> {
+    /// The Kubernetes API; the watchers start at once (on the current runtime). `classes`
+    /// pick our Ingresses (whose TLS Secrets are held).
+    pub async fn kube(
+        connection: &Connection,
+        classes: crate::translate::ClassOptions,
+    ) -> Result<Self, OpenError> {
         let client = kube::client(connection).await?;
         Ok(Self {
-            kind: Kind::Kube(KubeSource::start(client)),
+            kind: Kind::Kube(Box::new(KubeSource::start(client, classes))),
             describe: format!("Kubernetes API ({connection})"),
         })
     }

@@ -11,9 +11,9 @@
 //! so nothing is published from a partial view.
 //!
 //! Kinds: Ingress, IngressClass, Service, EndpointSlice (all namespaces), and Secret restricted by
-//! the field selector `type=kubernetes.io/tls`, so the Secrets of the cluster that are not TLS
-//! certificates are never held. `metadata.managedFields` is dropped on arrival (it is large and
-//! nothing reads it).
+//! the field selector `type=kubernetes.io/tls` (`kube_secrets`), whose data is held only for the
+//! Secrets our Ingresses reference, so the cluster's other Secrets are never held.
+//! `metadata.managedFields` is dropped on arrival (it is large and nothing reads it).
 //!
 //! When the API server goes away the stores keep their content, so the last snapshot keeps being
 //! served; each watcher logs the loss once (warning) and the recovery once (info), and retries
@@ -27,7 +27,7 @@ use std::{
 
 use futures::StreamExt as _;
 use k8s_openapi::api::{
-    core::v1::{Secret, Service},
+    core::v1::Service,
     discovery::v1::EndpointSlice,
     networking::v1::{Ingress, IngressClass},
 };
@@ -40,10 +40,14 @@ use kube::{
     Api, Client, Config, Resource, ResourceExt as _,
 };
 use serde::de::DeserializeOwned;
-use tokio::{sync::Notify, task::JoinHandle};
+use tokio::{
+    sync::{watch, Notify},
+    task::JoinHandle,
+};
 use tracing::{debug, info, warn};
 
-use super::Inputs;
+use super::{kube_secrets::SecretSource, Inputs};
+use crate::translate::ClassOptions;
 
 /// A burst of changes is one rebuild once the API has been quiet this long...
 const DEBOUNCE_QUIET: Duration = Duration::from_millis(20);
@@ -110,7 +114,7 @@ pub struct Stores {
     ingress_classes: Store<IngressClass>,
     services: Store<Service>,
     endpoint_slices: Store<EndpointSlice>,
-    secrets: Store<Secret>,
+    pub secrets: SecretSource,
 }
 
 impl Stores {
@@ -123,7 +127,7 @@ impl Stores {
             self.ingress_classes.wait_until_ready(),
             self.services.wait_until_ready(),
             self.endpoint_slices.wait_until_ready(),
-            self.secrets.wait_until_ready(),
+            self.secrets.ready(),
         );
     }
 
@@ -135,12 +139,14 @@ impl Stores {
         {
             s.state().iter().map(|o| K::clone(o)).collect()
         }
+        let ingresses = owned(&self.ingresses);
+        let ingress_classes = owned(&self.ingress_classes);
         Inputs {
-            ingresses: owned(&self.ingresses),
-            ingress_classes: owned(&self.ingress_classes),
+            secrets: self.secrets.secrets(&ingresses, &ingress_classes),
+            ingresses,
+            ingress_classes,
             services: owned(&self.services),
             endpoint_slices: owned(&self.endpoint_slices),
-            secrets: owned(&self.secrets),
         }
     }
 }
@@ -154,23 +160,28 @@ pub struct KubeSource {
 }
 
 impl KubeSource {
-    /// Spawns one watcher task per kind on the current runtime.
-    pub fn start(client: Client) -> Self {
+    /// Spawns one watcher task per kind on the current runtime; `classes` decide which
+    /// Ingresses are ours (their TLS Secrets are the ones held).
+    pub fn start(client: Client, classes: ClassOptions) -> Self {
         let changes = Arc::new(Notify::new());
         let mut tasks = Vec::new();
         let all = watcher::Config::default();
+        let ingresses = spawn(&client, "Ingress", all.clone(), &changes, &mut tasks);
+        let ingress_classes = spawn(&client, "IngressClass", all.clone(), &changes, &mut tasks);
+        let secrets = SecretSource::spawn(
+            &client,
+            (&ingresses.0, ingresses.1),
+            (&ingress_classes.0, ingress_classes.1),
+            classes,
+            &changes,
+            &mut tasks,
+        );
         let stores = Stores {
-            ingresses: spawn(&client, "Ingress", all.clone(), &changes, &mut tasks),
-            ingress_classes: spawn(&client, "IngressClass", all.clone(), &changes, &mut tasks),
-            services: spawn(&client, "Service", all.clone(), &changes, &mut tasks),
-            endpoint_slices: spawn(&client, "EndpointSlice", all.clone(), &changes, &mut tasks),
-            secrets: spawn(
-                &client,
-                "Secret",
-                all.fields(TLS_SECRET_SELECTOR),
-                &changes,
-                &mut tasks,
-            ),
+            ingresses: ingresses.0,
+            ingress_classes: ingress_classes.0,
+            services: spawn(&client, "Service", all.clone(), &changes, &mut tasks).0,
+            endpoint_slices: spawn(&client, "EndpointSlice", all, &changes, &mut tasks).0,
+            secrets,
         };
         Self {
             stores,
@@ -233,13 +244,15 @@ impl Changes {
     }
 }
 
+/// Spawns the watcher of one kind: its store, and whether it has had its first complete list
+/// (a `watch`, because `Store::wait_until_ready` wakes only one of several waiters).
 fn spawn<K>(
     client: &Client,
     kind: &'static str,
     config: watcher::Config,
     changes: &Arc<Notify>,
     tasks: &mut Vec<JoinHandle<()>>,
-) -> Store<K>
+) -> (Store<K>, watch::Receiver<bool>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -249,6 +262,7 @@ where
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .default_backoff();
     let changes = changes.clone();
+    let (listed_tx, listed) = watch::channel(false);
     tasks.push(tokio::spawn(async move {
         let mut events = std::pin::pin!(reflector::reflector(writer, stream));
         let mut health = Health::new(kind);
@@ -264,6 +278,7 @@ where
                     ) {
                         if matches!(event, watcher::Event::InitDone) {
                             debug!(kind, "list complete");
+                            listed_tx.send_replace(true);
                         }
                         changes.notify_one();
                     }
@@ -272,7 +287,7 @@ where
             }
         }
     }));
-    store
+    (store, listed)
 }
 
 /// One watcher's connection state, to log transitions once instead of every retry (also used by

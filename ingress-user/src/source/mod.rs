@@ -5,7 +5,8 @@
 //! This module also holds the manifest parser shared by every text-based source and by tests:
 //! YAML text → `ParsedManifests` (recognized objects with their line, plus one `LoadError` per
 //! document that could not be used). Parsing is pure; reading files and watching live in `file`.
-//! Secrets are kept only when they are TLS Secrets (`secret`).
+//! Secrets are kept only when they are TLS Secrets (`secret`); from the API, only the data of
+//! those our Ingresses reference (`secret_cache`, `kube_secrets`).
 use std::{fmt, path::PathBuf};
 
 use k8s_openapi::{
@@ -22,7 +23,9 @@ use serde_yaml::Value;
 pub mod active;
 pub mod file;
 pub mod kube;
+pub mod kube_secrets;
 mod secret;
+pub mod secret_cache;
 
 /// The namespace given to objects whose manifest names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
