@@ -62,16 +62,23 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             Active::kube(connection, args.class_options(&choice)).await?
         }
     };
-    let ready = tokio::time::timeout(Duration::from_millis(500), source.ready()).await;
-    if ready.is_err() {
-        tracing::info!(
-            source = source.describe(),
-            "waiting for the first complete list of every kind before serving"
-        );
-        tokio::select! {
-            _ = source.ready() => tracing::info!("initial lists complete"),
-            _ = interrupt.recv() => { tracing::info!("interrupted before the source was ready"); return Ok(()) }
-            _ = terminate.recv() => { tracing::info!("SIGTERM before the source was ready"); return Ok(()) }
+    let unusable =
+        |err| anyhow::Error::new(err).context(format!("cannot read {}", source.describe()));
+    match tokio::time::timeout(Duration::from_millis(500), source.ready()).await {
+        Ok(ready) => ready.map_err(unusable)?,
+        Err(_) => {
+            tracing::info!(
+                source = source.describe(),
+                "waiting for the first complete list of every kind before serving"
+            );
+            tokio::select! {
+                ready = source.ready() => {
+                    ready.map_err(unusable)?;
+                    tracing::info!("initial lists complete");
+                }
+                _ = interrupt.recv() => { tracing::info!("interrupted before the source was ready"); return Ok(()) }
+                _ = terminate.recv() => { tracing::info!("SIGTERM before the source was ready"); return Ok(()) }
+            }
         }
     }
     let (mut changes, watcher_task) = source.changes();

@@ -86,11 +86,13 @@ impl Active {
         &self.describe
     }
 
-    /// Resolves when the first `load` sees a complete view.
-    pub async fn ready(&self) {
+    /// Resolves when the first `load` sees a complete view; fails when it never will (the API
+    /// rejects us: see `api_errors`).
+    pub async fn ready(&self) -> Result<(), OpenError> {
         if let Kind::Kube(k) = &self.kind {
-            k.stores.ready().await;
+            k.ready().await?;
         }
+        Ok(())
     }
 
     /// Reads the current configuration.

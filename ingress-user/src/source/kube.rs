@@ -8,7 +8,8 @@
 //! that reaches a store pokes one shared `Notify`; `Changes::changed` debounces those pokes (quiet
 //! for `DEBOUNCE_QUIET`, at most `DEBOUNCE_MAX`) into one rebuild; `KubeSource::inputs` copies the
 //! stores into an owned `Inputs`. `ready` resolves once every store has its first complete list,
-//! so nothing is published from a partial view.
+//! so nothing is published from a partial view; it fails instead when a watcher meets an error
+//! that retrying cannot fix (an untrusted server certificate, 401, 403: `api_errors`).
 //!
 //! Kinds: Ingress, IngressClass, Service, EndpointSlice (all namespaces), and Secret restricted by
 //! the field selector `type=kubernetes.io/tls` (`kube_secrets`), whose data is held only for the
@@ -46,7 +47,7 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use super::{kube_secrets::SecretSource, Inputs};
+use super::{api_errors, kube_secrets::SecretSource, Inputs};
 use crate::translate::ClassOptions;
 
 /// A burst of changes is one rebuild once the API has been quiet this long...
@@ -69,6 +70,8 @@ pub enum KubeError {
     InCluster(#[source] kube::config::InClusterError),
     #[error("building the Kubernetes client: {0}")]
     Client(#[source] kube::Error),
+    #[error("{0}")]
+    Unusable(String),
 }
 
 /// Where the client's configuration comes from.
@@ -156,6 +159,8 @@ pub struct KubeSource {
     pub stores: Stores,
     client: Client,
     changes: Arc<Notify>,
+    /// Set by a watcher that met an error retrying cannot fix.
+    fatal: watch::Receiver<Option<String>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -164,10 +169,14 @@ impl KubeSource {
     /// Ingresses are ours (their TLS Secrets are the ones held).
     pub fn start(client: Client, classes: ClassOptions) -> Self {
         let changes = Arc::new(Notify::new());
+        let (fatal_tx, fatal) = watch::channel(None);
         let mut tasks = Vec::new();
         let all = watcher::Config::default();
-        let ingresses = spawn(&client, "Ingress", all.clone(), &changes, &mut tasks);
-        let ingress_classes = spawn(&client, "IngressClass", all.clone(), &changes, &mut tasks);
+        let shared = (&changes, &fatal_tx);
+        let ingresses = spawn(&client, "Ingress", all.clone(), shared, &mut tasks);
+        let ingress_classes = spawn(&client, "IngressClass", all.clone(), shared, &mut tasks);
+        let services = spawn(&client, "Service", all.clone(), shared, &mut tasks).0;
+        let endpoint_slices = spawn(&client, "EndpointSlice", all, shared, &mut tasks).0;
         let secrets = SecretSource::spawn(
             &client,
             (&ingresses.0, ingresses.1),
@@ -179,15 +188,30 @@ impl KubeSource {
         let stores = Stores {
             ingresses: ingresses.0,
             ingress_classes: ingress_classes.0,
-            services: spawn(&client, "Service", all.clone(), &changes, &mut tasks).0,
-            endpoint_slices: spawn(&client, "EndpointSlice", all, &changes, &mut tasks).0,
+            services,
+            endpoint_slices,
             secrets,
         };
         Self {
             stores,
             client,
             changes,
+            fatal,
             tasks,
+        }
+    }
+
+    /// Resolves once every store holds its first complete list, or fails with the first error
+    /// that retrying cannot fix.
+    pub async fn ready(&self) -> Result<(), KubeError> {
+        let mut fatal = self.fatal.clone();
+        tokio::select! {
+            _ = self.stores.ready() => Ok(()),
+            reason = fatal.wait_for(Option::is_some) => match reason {
+                Ok(reason) => Err(KubeError::Unusable(reason.clone().unwrap_or_default())),
+                // The watchers ended (shutdown): nothing more to wait for.
+                Err(_) => Ok(()),
+            },
         }
     }
 
@@ -250,7 +274,7 @@ fn spawn<K>(
     client: &Client,
     kind: &'static str,
     config: watcher::Config,
-    changes: &Arc<Notify>,
+    (changes, fatal): (&Arc<Notify>, &watch::Sender<Option<String>>),
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> (Store<K>, watch::Receiver<bool>)
 where
@@ -262,6 +286,7 @@ where
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .default_backoff();
     let changes = changes.clone();
+    let fatal = fatal.clone();
     let (listed_tx, listed) = watch::channel(false);
     tasks.push(tokio::spawn(async move {
         let mut events = std::pin::pin!(reflector::reflector(writer, stream));
@@ -283,7 +308,12 @@ where
                         changes.notify_one();
                     }
                 }
-                Err(err) => health.failed(&err),
+                Err(err) => {
+                    if let Some(reason) = api_errors::fatal(&err) {
+                        fatal.send_replace(Some(reason));
+                    }
+                    health.failed(&err);
+                }
             }
         }
     }));
@@ -320,11 +350,18 @@ impl Health {
                 return;
             }
         }
+        let error = api_errors::chain(err);
         if self.failing {
-            debug!(kind, error = %err, "API watch still failing; retrying with backoff");
+            debug!(
+                kind,
+                error, "API watch still failing; retrying with backoff"
+            );
         } else {
             self.failing = true;
-            warn!(kind, error = %err, "API watch failed; serving the last snapshot and retrying with backoff");
+            warn!(
+                kind,
+                error, "API watch failed; serving the last snapshot and retrying with backoff"
+            );
         }
     }
 }

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 pub mod active;
+pub mod api_errors;
 pub mod file;
 pub mod kube;
 pub mod kube_secrets;

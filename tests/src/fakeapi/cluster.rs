@@ -14,8 +14,17 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new() -> Self {
+        Self::with_api(FakeApi::start())
+    }
+
+    /// The fake API server over HTTPS with a bearer token (`FakeApi::start_https`).
+    pub fn https() -> Self {
+        Self::with_api(FakeApi::start_https())
+    }
+
+    fn with_api(api: FakeApi) -> Self {
         Self {
-            api: FakeApi::start(),
+            api,
             backends: Backends::new(),
             dir: tempfile::tempdir().expect("tempdir"),
         }

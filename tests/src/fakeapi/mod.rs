@@ -14,7 +14,8 @@
 //! the events at once), `expire` changes objects behind the watchers' backs and compacts the
 //! log (their next resume gets 410 and they must relist), `stop` / `restart` take the server
 //! away and bring it back on the same port with the same objects. `kubeconfig` writes a file that
-//! points at it (plain http, no auth). The state lives in `store`.
+//! points at it (plain http, no auth; or, started with `start_https`, HTTPS with the server's CA
+//! and a bearer token, see `https`). The state lives in `store`.
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -35,6 +36,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 mod cluster;
+pub mod https;
 pub mod store;
 
 pub use cluster::Cluster;
@@ -48,6 +50,8 @@ pub const BOOKMARK_EVERY: Duration = Duration::from_millis(500);
 type Body = BoxBody<Bytes, Infallible>;
 
 struct Shared {
+    /// HTTPS with a bearer token; plain HTTP without authentication when `None`.
+    https: Option<https::Https>,
     state: Mutex<State>,
     /// Bumped after every change, to wake the watch streams.
     changed: watch::Sender<u64>,
@@ -79,8 +83,18 @@ impl std::fmt::Debug for FakeApi {
 }
 
 impl FakeApi {
-    /// Starts on a free 127.0.0.1 port with no objects.
+    /// Starts on a free 127.0.0.1 port with no objects, plain HTTP.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts like `start`, but speaking HTTPS (a certificate from a CA of its own) and asking
+    /// for a bearer token (`kubeconfig` writes both).
+    pub fn start_https() -> Self {
+        Self::start_with(Some(https::Https::new()))
+    }
+
+    fn start_with(https: Option<https::Https>) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -89,6 +103,7 @@ impl FakeApi {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the fake API");
         let addr = listener.local_addr().expect("local_addr");
         let shared = Arc::new(Shared {
+            https,
             state: Mutex::new(State::default()),
             changed: watch::channel(0).0,
         });
@@ -194,14 +209,28 @@ impl FakeApi {
         self.shared.lock().requests.clone()
     }
 
-    /// Writes a kubeconfig for this server into `dir`; returns its path.
+    /// Writes a kubeconfig for this server into `dir`; returns its path. Over HTTPS it trusts
+    /// the server's CA and carries its token.
     pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let ca = self.shared.https.as_ref().map(|h| h.ca_pem.clone());
+        self.write_kubeconfig(dir, ca.as_deref())
+    }
+
+    /// An HTTPS server's kubeconfig that trusts `ca_pem` instead of the server's CA.
+    pub fn kubeconfig_trusting(&self, dir: &Path, ca_pem: &str) -> PathBuf {
+        self.write_kubeconfig(dir, Some(ca_pem))
+    }
+
+    fn write_kubeconfig(&self, dir: &Path, ca_pem: Option<&str>) -> PathBuf {
         let path = dir.join("kubeconfig");
+        let (cluster, user) = match (&self.shared.https, ca_pem) {
+            (Some(https), Some(ca)) => https.kubeconfig_entries(self.addr, ca),
+            _ => (format!("server: http://{}", self.addr), "{}".to_owned()),
+        };
         let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\n\
-             users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    \
-             user: fake\n    namespace: default\ncurrent-context: fake\n",
-            self.addr
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    {cluster}\n\
+             users:\n- name: fake\n  user: {user}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    \
+             user: fake\n    namespace: default\ncurrent-context: fake\n"
         );
         std::fs::write(&path, text).expect("writing the kubeconfig");
         path
@@ -251,13 +280,28 @@ async fn accept_loop(
         let mut stop = stop.clone();
         let request_stop = stop.clone();
         connections.spawn(async move {
+            let acceptor = shared.https.as_ref().map(|h| h.acceptor.clone());
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
                 let stop = request_stop.clone();
                 async move { Ok::<_, Infallible>(handle(&shared, req, stop).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let http = hyper::server::conn::http1::Builder::new();
+            let conn = async move {
+                match acceptor {
+                    // A client that does not trust us fails its handshake: the connection ends.
+                    Some(acceptor) => {
+                        if let Ok(tls) = acceptor.accept(stream).await {
+                            let io = hyper_util::rt::TokioIo::new(tls);
+                            let _ = http.serve_connection(io, service).await;
+                        }
+                    }
+                    None => {
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = http.serve_connection(io, service).await;
+                    }
+                }
+            };
             tokio::select! {
                 _ = conn => {}
                 _ = stop.changed() => {}
@@ -367,6 +411,12 @@ async fn handle(
 ) -> Response<Body> {
     let line = format!("{} {}", req.method(), req.uri());
     shared.lock().requests.push(line);
+    if let Some(https) = &shared.https {
+        let header = req.headers().get(hyper::header::AUTHORIZATION);
+        if !https.authorized(header.and_then(|h| h.to_str().ok())) {
+            return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+        }
+    }
     let Some(target) = route(req.uri().path()) else {
         return status(StatusCode::NOT_FOUND, "NotFound", "no such path");
     };
