@@ -11,6 +11,9 @@
 //!   (ExternalIP over InternalIP, deduplicated, sorted), re-published when a pod becomes Ready,
 //!   nothing written for changes that do not move them; without our Pod, nothing and a log line;
 //! - `--publish-service`: a LoadBalancer Service's ingress addresses, re-published on change;
+//! - objects only foreign-class Ingresses use (a bad EndpointSlice, a missing TLS Secret) get no
+//!   Events, and an Ingress of ours that had a Warning and moves to another class gets no
+//!   `Recovered` Event;
 //! - a bad Ingress gets a Warning Event (stable reason, the field in the note), a foreign one none,
 //!   and a fixed one a Normal `Recovered` Event;
 //! - two daemons: only one leads; when it stops it releases the Lease and the other takes over
@@ -404,4 +407,57 @@ fn publish_service_load_balancer_addresses_are_published_and_follow_the_service(
     // The load balancer moves: re-published.
     c.api.apply_yaml(&lb("{ip: 203.0.113.8}", "b"));
     status_settles(&c, "the new address", ips(&["203.0.113.8"]), 2);
+}
+
+#[test]
+fn objects_that_only_foreign_ingresses_use_get_no_events_and_leavers_no_recovered() {
+    let c = Cluster::new();
+    let c1 = c.backends.demo("coffee-1");
+    c.cafe(c1, &[("/ghost", "ghost-svc")]);
+    // Foreign: a TLS Secret that does not exist, and a Service whose only slice is unusable.
+    c.api.apply_yaml(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: foreign, namespace: default}\n\
+         spec:\n  ingressClassName: other\n  tls: [{hosts: [foreign.example], secretName: missing-tls}]\n  \
+         rules:\n  - host: foreign.example\n    http:\n      paths:\n      - {path: /, pathType: Prefix, \
+         backend: {service: {name: bad-svc, port: {number: 80}}}}\n",
+    );
+    c.api.apply_yaml(&yaml::service("bad-svc"));
+    c.api.apply_yaml(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: bad-svc-1\n  \
+         namespace: default\n  labels: {kubernetes.io/service-name: bad-svc}\naddressType: FQDN\n\
+         ports: [{name: http, port: 80, protocol: TCP}]\nendpoints: [{addresses: [bad.example]}]\n",
+    );
+    let d = c.leading_daemon(8000, &[]);
+    poll(CONVERGE, "the Warning on cafe", || {
+        c.events()
+            .iter()
+            .map(event_summary)
+            .find(|e| e.starts_with("Warning BackendUnavailable default/cafe"))
+    });
+    // cafe leaves our class: its status is cleared (a round ran), and it is told nothing more.
+    c.api.apply_yaml(
+        &yaml::ingress(
+            "cafe",
+            HOST,
+            &[("/coffee", "coffee-svc"), ("/ghost", "ghost-svc")],
+        )
+        .replace("ingressClassName: xdp-ingress", "ingressClassName: other"),
+    );
+    poll(CONVERGE, "status cleared", || {
+        c.status("cafe").is_null().then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let all: Vec<_> = c.events().iter().map(event_summary).collect();
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert!(
+        all[0].starts_with("Warning BackendUnavailable default/cafe"),
+        "{all:#?}"
+    );
+    for word in ["foreign", "bad-svc", "missing-tls"] {
+        assert!(
+            !d.log.text().contains(word),
+            "{word} in the log:\n{}",
+            d.log.text()
+        );
+    }
 }

@@ -436,6 +436,11 @@ fn reload(
     let started = std::time::Instant::now();
     let report = source.load();
     let (snapshot, diagnostics) = translate_with(&report.inputs, options);
+    let services = snapshot
+        .backends
+        .iter()
+        .map(|b| (b.service.namespace.clone(), b.service.service.clone()))
+        .collect();
     for d in &diagnostics {
         tracing::warn!("{d}");
     }
@@ -479,5 +484,6 @@ fn reload(
     Report {
         inputs: report.inputs,
         diagnostics,
+        services,
     }
 }

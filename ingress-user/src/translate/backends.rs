@@ -22,7 +22,8 @@ use crate::{
     proxy::balance::SessionKey,
 };
 
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The label that ties an EndpointSlice to its Service.
+pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Why a backend cannot be served, to report on the Ingress field (`backend.service.<field>`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -40,6 +40,7 @@ pub mod tls;
 mod tls_tests;
 
 pub(crate) use crate::source::DEFAULT_NAMESPACE;
+pub(crate) use backends::SERVICE_NAME_LABEL;
 pub use classes::{ClassOptions, CONTROLLER};
 
 /// Why (part of) an object was left out or cannot be served.

@@ -3,8 +3,11 @@
 //! Each diagnostic becomes a `Warning` with a stable reason (`reason`) and a note naming the
 //! field; the same diagnostic is not repeated within `REPEAT_AFTER`, and at most `BURST` Events
 //! go out per round (the rest wait for the next round: `pending`). An object that had warnings
-//! and has none any more gets one `Normal` event, reason `Recovered`. Only served objects have
-//! diagnostics (`translate` ignores the others), so Ingresses of other classes get no Events.
+//! and has none any more gets one `Normal` event, reason `Recovered` — when it is still ours
+//! (`ours`: an Ingress we serve, or a Service or EndpointSlice of a Service we route to); one
+//! that left us (an Ingress moved to another class, a Service no Ingress of ours uses any more)
+//! gets nothing. Only served objects have diagnostics (`translate` ignores the others), so
+//! objects that only foreign-class Ingresses use never get Events.
 //! `kube::runtime::events::Recorder` does the writing (it folds repeats into an Event series).
 use std::{
     collections::{BTreeSet, HashMap},
@@ -17,7 +20,12 @@ use kube::{
     Client,
 };
 
-use crate::{model::ObjectRef, source::Inputs, translate::Diagnostic};
+use super::Report;
+use crate::{
+    model::ObjectRef,
+    source::Inputs,
+    translate::{classes::ClassFilter, ClassOptions, Diagnostic, SERVICE_NAME_LABEL},
+};
 
 /// The same warning about the same object is not repeated sooner than this.
 pub const REPEAT_AFTER: Duration = Duration::from_secs(600);
@@ -58,6 +66,7 @@ pub struct EventSink {
     troubled: BTreeSet<ObjectRef>,
     /// Some Events were held back by `BURST`.
     pub pending: bool,
+    classes: ClassOptions,
 }
 
 impl std::fmt::Debug for EventSink {
@@ -71,7 +80,7 @@ impl std::fmt::Debug for EventSink {
 }
 
 impl EventSink {
-    pub fn new(client: Client, instance: &str) -> Self {
+    pub fn new(client: Client, instance: &str, classes: ClassOptions) -> Self {
         let reporter = Reporter {
             controller: REPORTING_CONTROLLER.to_owned(),
             instance: Some(instance.to_owned()),
@@ -81,11 +90,13 @@ impl EventSink {
             sent: HashMap::new(),
             troubled: BTreeSet::new(),
             pending: false,
+            classes,
         }
     }
 
     /// Sends what this round of diagnostics calls for.
-    pub async fn publish(&mut self, diagnostics: &[Diagnostic], inputs: &Inputs) {
+    pub async fn publish(&mut self, report: &Report) {
+        let (diagnostics, inputs) = (&report.diagnostics, &report.inputs);
         let mut budget = BURST;
         self.pending = false;
         let now_troubled: BTreeSet<ObjectRef> =
@@ -116,9 +127,13 @@ impl EventSink {
                 self.sent.insert(key, Instant::now());
             }
         }
+        let filter = ClassFilter::new(&inputs.ingress_classes, &self.classes);
         for recovered in self.troubled.difference(&now_troubled) {
             if uid(recovered, inputs).is_none() {
                 continue; // deleted: nobody to tell
+            }
+            if !ours(recovered, report, &filter) {
+                continue; // no longer ours: not a word
             }
             let event = Event {
                 type_: EventType::Normal,
@@ -160,6 +175,37 @@ fn api_version(kind: &str) -> &'static str {
     }
 }
 
+/// Whether `object` is still one of ours: an Ingress we serve, a Service we route to, or an
+/// EndpointSlice of such a Service.
+fn ours(object: &ObjectRef, report: &Report, filter: &ClassFilter<'_>) -> bool {
+    let same = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.name.as_deref() == Some(object.name.as_str())
+            && m.namespace.as_deref() == Some(object.namespace.as_str())
+    };
+    let routed = |service: &str| {
+        report
+            .services
+            .contains(&(object.namespace.clone(), service.to_owned()))
+    };
+    match object.kind {
+        "Ingress" => report
+            .inputs
+            .ingresses
+            .iter()
+            .find(|i| same(&i.metadata))
+            .is_some_and(|i| filter.serves(i)),
+        "Service" => routed(&object.name),
+        "EndpointSlice" => report
+            .inputs
+            .endpoint_slices
+            .iter()
+            .find(|s| same(&s.metadata))
+            .and_then(|s| s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL))
+            .is_some_and(|service| routed(service)),
+        _ => false,
+    }
+}
+
 /// The object's uid, when it still exists.
 fn uid(object: &ObjectRef, inputs: &Inputs) -> Option<String> {
     let matches = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
@@ -190,6 +236,44 @@ fn uid(object: &ObjectRef, inputs: &Inputs) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_served_ingresses_and_routed_services_and_their_slices_are_ours() {
+        let inputs = Inputs::from_yaml(
+            "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: xdp}\n\
+             spec: {controller: xdp-ingress.io/controller}\n---\n\
+             apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: mine}\n\
+             spec: {ingressClassName: xdp}\n---\n\
+             apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: theirs}\n\
+             spec: {ingressClassName: nginx}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: a-1, \
+             labels: {kubernetes.io/service-name: a}}\naddressType: IPv4\nendpoints: []\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: b-1, \
+             labels: {kubernetes.io/service-name: b}}\naddressType: IPv4\nendpoints: []\n",
+        )
+        .unwrap();
+        let report = Report {
+            inputs,
+            diagnostics: Vec::new(),
+            services: [("default".to_owned(), "a".to_owned())].into(),
+        };
+        let options = crate::translate::ClassOptions::cluster(crate::translate::CONTROLLER, false);
+        let filter = ClassFilter::new(&report.inputs.ingress_classes, &options);
+        let cases = [
+            ("Ingress", "mine", true),
+            ("Ingress", "theirs", false),
+            ("Ingress", "gone", false),
+            ("Service", "a", true),
+            ("Service", "b", false),
+            ("EndpointSlice", "a-1", true),
+            ("EndpointSlice", "b-1", false),
+            ("Secret", "a", false),
+        ];
+        for (kind, name, want) in cases {
+            let object = ObjectRef::new(kind, "default", name);
+            assert_eq!(ours(&object, &report, &filter), want, "{object}");
+        }
+    }
 
     #[test]
     fn reasons_are_stable_per_kind_of_problem() {

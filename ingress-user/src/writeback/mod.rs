@@ -31,6 +31,9 @@ pub mod status;
 pub struct Report {
     pub inputs: Inputs,
     pub diagnostics: Vec<Diagnostic>,
+    /// The Services (namespace, name) the snapshot routes to: with the served Ingresses, the
+    /// objects Events may be about.
+    pub services: std::collections::BTreeSet<(String, String)>,
 }
 
 /// How the write-back task runs.
@@ -71,7 +74,8 @@ async fn run(client: Client, config: Config, mut reports: watch::Receiver<Option
         &config.identity,
         config.lease_duration,
     );
-    let mut events = events::EventSink::new(client.clone(), &config.identity);
+    let mut events =
+        events::EventSink::new(client.clone(), &config.identity, config.classes.clone());
     // While we lead: the addresses to publish.
     let mut addresses: Option<address_watch::AddressWatch> = None;
     let mut tick = tokio::time::interval(config.retry_period());
@@ -115,7 +119,7 @@ async fn run(client: Client, config: Config, mut reports: watch::Receiver<Option
             );
             let changes = sent.unsent(changes);
             let failed = status::apply(&client, &changes, &mut sent).await;
-            events.publish(&report.diagnostics, &report.inputs).await;
+            events.publish(&report).await;
             retry = failed > 0 || events.pending;
         }
     }
