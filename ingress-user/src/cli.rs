@@ -295,7 +295,7 @@ pub fn parse_backend_ref(text: &str) -> Result<ServiceBackendRef, String> {
     let bad = || format!("{text:?}: expected NAMESPACE/SERVICE:PORT, e.g. default/fallback:80");
     let (namespace, rest) = text.split_once('/').ok_or_else(bad)?;
     let (service, port) = rest.rsplit_once(':').ok_or_else(bad)?;
-    let label = crate::writeback::addresses::object_name;
+    let label = crate::translate::object_name;
     if !label(namespace) || !label(service) || port.is_empty() {
         return Err(bad());
     }

@@ -1,7 +1,7 @@
 //! The TLS Secrets the Kubernetes source holds: every TLS Secret the watch reports is known by
 //! name and resourceVersion, but its data is kept only while an Ingress we serve references it
-//! (`spec.tls[].secretName`), so the cluster's other certificates and keys are never held in
-//! memory. Pure and synchronous; `kube_secrets` feeds it from the watch and the API.
+//! (`spec.tls[].secretName`, or the `proxy-ssl-secret` annotation for the upstream CA), so the
+//! cluster's other certificates and keys are never held in memory. Pure and synchronous; `kube_secrets` feeds it from the watch and the API.
 //!
 //! Flow: watch events → `apply` / `delete` / `relist_*` (data kept when referenced at that
 //! moment) · each rebuild → `set_referenced` (data dropped from Secrets no longer referenced;
@@ -49,7 +49,8 @@ pub fn key(secret: &Secret) -> SecretKey {
     )
 }
 
-/// The Secrets the served Ingresses name in `spec.tls[].secretName` (in their own namespace).
+/// The Secrets the served Ingresses name: `spec.tls[].secretName` (in their own namespace) and
+/// the `proxy-ssl-secret` annotation.
 pub fn referenced<'a>(
     ingresses: impl IntoIterator<Item = &'a Ingress>,
     filter: &ClassFilter<'_>,
@@ -62,6 +63,11 @@ pub fn referenced<'a>(
             .clone()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| super::DEFAULT_NAMESPACE.to_owned());
+        let annotations = ingress.metadata.annotations.as_ref();
+        if let Some(ca) = crate::translate::annotations::upstream_ca_secret(annotations, &namespace)
+        {
+            out.insert((ca.namespace, ca.name));
+        }
         let names = ingress.spec.as_ref().and_then(|s| s.tls.as_ref());
         for name in names
             .into_iter()
@@ -257,7 +263,8 @@ mod tests {
              spec: {controller: xdp-ingress.io/controller}\n---\n\
              apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: a, namespace: web}\n\
              spec: {ingressClassName: ours, tls: [{secretName: a-tls}, {hosts: [x]}, {secretName: shared}]}\n---\n\
-             apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: b}\n\
+             apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: b, annotations: \
+             {nginx.ingress.kubernetes.io/proxy-ssl-secret: certs/upstream-ca}}\n\
              spec: {ingressClassName: ours, tls: [{secretName: shared}]}\n---\n\
              apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: foreign, namespace: web}\n\
              spec: {ingressClassName: nginx, tls: [{secretName: nginx-tls}]}\n",
@@ -269,7 +276,15 @@ mod tests {
             .into_iter()
             .map(|(ns, n)| format!("{ns}/{n}"))
             .collect();
-        assert_eq!(got, ["default/shared", "web/a-tls", "web/shared"]);
+        assert_eq!(
+            got,
+            [
+                "certs/upstream-ca",
+                "default/shared",
+                "web/a-tls",
+                "web/shared"
+            ]
+        );
     }
 
     #[test]

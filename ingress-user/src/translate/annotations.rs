@@ -209,16 +209,23 @@ pub(super) fn upstream(
     }
 }
 
+/// The Secret `proxy-ssl-secret` names (ours, else the ingress-nginx alias), when it is valid:
+/// the sources keep its data (diagnostics about it come from `upstream`).
+pub fn upstream_ca_secret(
+    annotations: Option<&BTreeMap<String, String>>,
+    namespace: &str,
+) -> Option<ObjectRef> {
+    let annotations = annotations?;
+    let value = annotations
+        .get(&format!("{PREFIX}{PROXY_SSL_SECRET}"))
+        .or_else(|| annotations.get(&format!("{NGINX_PREFIX}{PROXY_SSL_SECRET}")))?;
+    secret_ref(value.trim(), namespace).ok()
+}
+
 /// `namespace/name` or `name` (in `namespace`) of a Secret.
 fn secret_ref(v: &str, namespace: &str) -> Result<ObjectRef, String> {
     let (ns, name) = v.split_once('/').unwrap_or((namespace, v));
-    let dns_label = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 253
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-    };
-    if dns_label(ns) && dns_label(name) {
+    if super::object_name(ns) && super::object_name(name) {
         Ok(ObjectRef::new("Secret", ns, name))
     } else {
         Err("expected a Secret as namespace/name or name".into())

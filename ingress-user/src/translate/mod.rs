@@ -73,6 +73,14 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// A plausible Kubernetes object name (lowercase DNS subdomain characters, at most 253).
+pub fn object_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
 /// Daemon-wide settings that shape the snapshot.
 #[derive(Clone, Debug)]
 pub struct Options {

@@ -16,6 +16,8 @@ use std::{
 
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 
+use crate::translate::object_name;
+
 /// Labels the workload controllers add per revision: two pods of one DaemonSet (before and
 /// after an update) differ in them, so they are left out of our selector (as ingress-nginx does).
 pub const REVISION_LABELS: [&str; 3] = [
@@ -95,14 +97,6 @@ pub fn parse_namespaced_name(text: &str) -> Result<NamespacedName, String> {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
     })
-}
-
-/// A plausible Kubernetes object name (lowercase DNS subdomain characters, at most 253).
-pub fn object_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 /// Deduplicated, IP addresses first (numeric order), then host names (alphabetical).
