@@ -6,7 +6,8 @@
 //! period; while it leads, it keeps an `address_watch` of the addresses to publish (`addresses`:
 //! `--publish-status-address`, `--publish-service`, or the nodes that run our pods), and each new
 //! report, each change of those addresses (and becoming leader) triggers one round: `status`
-//! plans the writes that differ from what the API shows and applies them, `events` turns
+//! plans the writes that differ from what the API shows and applies them (clearing from Ingresses
+//! we no longer serve any address set we published), `events` turns
 //! diagnostics into Events. A round that failed, or held Events back, is retried on the next
 //! tick. When the control loop drops its sender (shutdown), the task releases the Lease and ends.
 use std::{sync::Arc, time::Duration};
@@ -82,6 +83,7 @@ async fn run(client: Client, config: Config, mut reports: watch::Receiver<Option
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut retry = false;
     let mut sent = status::Sent::default();
+    let mut published = status::Published::default();
     loop {
         let round = tokio::select! {
             _ = tick.tick() => {
@@ -111,11 +113,13 @@ async fn run(client: Client, config: Config, mut reports: watch::Receiver<Option
         {
             let ours =
                 status::entries(&addresses.as_ref().map(|a| a.current()).unwrap_or_default());
+            published.remember(&ours);
             let changes = status::plan(
                 &report.inputs.ingresses,
                 &report.inputs.ingress_classes,
                 &config.classes,
                 &ours,
+                &published,
             );
             let changes = sent.unsent(changes);
             let failed = status::apply(&client, &changes, &mut sent).await;

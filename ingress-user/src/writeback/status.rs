@@ -1,7 +1,8 @@
 //! Ingress status: `status.loadBalancer.ingress` of every Ingress we serve names the addresses
-//! we publish (`--publish-status-address`); an Ingress we stop serving (it left our class, or
-//! our class left it) has those addresses cleared, unless another controller has written its
-//! own since (we only clear exactly what we would write).
+//! we publish (`addresses`); an Ingress we stop serving (it left our class, or our class left
+//! it) has those addresses cleared, unless another controller has written its own since (we only
+//! clear exactly what we write now or have written before: `Published`, so a status written
+//! before the node addresses changed is cleared too).
 //!
 //! `plan` is pure: the Ingresses as the API last showed them, the class rules and the addresses
 //! in; the writes that differ from what is there out (nothing when everything is in place, so
@@ -51,6 +52,29 @@ impl Sent {
     }
 }
 
+/// The address sets this leader has published (the last `KEEP`), to recognize our own status on
+/// Ingresses we no longer serve.
+#[derive(Debug, Default)]
+pub struct Published(Vec<Vec<IngressLoadBalancerIngress>>);
+
+impl Published {
+    const KEEP: usize = 8;
+
+    pub fn remember(&mut self, entries: &[IngressLoadBalancerIngress]) {
+        if entries.is_empty() || self.0.iter().any(|e| e == entries) {
+            return;
+        }
+        if self.0.len() == Self::KEEP {
+            self.0.remove(0);
+        }
+        self.0.push(entries.to_vec());
+    }
+
+    fn contains(&self, entries: &[IngressLoadBalancerIngress]) -> bool {
+        self.0.iter().any(|e| e == entries)
+    }
+}
+
 /// `--publish-status-address` values as status entries: IP addresses as `ip`, anything else as
 /// `hostname`.
 pub fn entries(addresses: &[String]) -> Vec<IngressLoadBalancerIngress> {
@@ -85,6 +109,7 @@ pub fn plan(
     classes: &[IngressClass],
     options: &ClassOptions,
     ours: &[IngressLoadBalancerIngress],
+    published: &Published,
 ) -> Vec<Change> {
     let filter = ClassFilter::new(classes, options);
     let mut changes = Vec::new();
@@ -96,7 +121,7 @@ pub fn plan(
             }
             Some(ours.to_vec())
         } else {
-            if have.is_empty() || have != ours {
+            if have.is_empty() || (have != ours && !published.contains(have)) {
                 continue;
             }
             None
@@ -212,7 +237,14 @@ status: {loadBalancer: {ingress: [{ip: 198.51.100.7}]}}
         let inputs = Inputs::from_yaml(YAML).unwrap();
         let ours = entries(&["192.0.2.1".into(), "lb.example".into()]);
         let options = ClassOptions::cluster(CONTROLLER, false);
-        let changes = plan(&inputs.ingresses, &inputs.ingress_classes, &options, &ours);
+        let none = Published::default();
+        let changes = plan(
+            &inputs.ingresses,
+            &inputs.ingress_classes,
+            &options,
+            &ours,
+            &none,
+        );
         assert_eq!(
             names(&changes),
             [
@@ -230,7 +262,35 @@ status: {loadBalancer: {ingress: [{ip: 198.51.100.7}]}}
         newer.resource_version = "2".into();
         assert_eq!(sent.unsent(vec![newer]).len(), 1);
         // Nothing to publish: nothing is written, nothing cleared.
-        let none = plan(&inputs.ingresses, &inputs.ingress_classes, &options, &[]);
-        assert_eq!(names(&none), Vec::<String>::new());
+        let nothing = plan(
+            &inputs.ingresses,
+            &inputs.ingress_classes,
+            &options,
+            &[],
+            &none,
+        );
+        assert_eq!(names(&nothing), Vec::<String>::new());
+        // Our addresses moved on: what we wrote before is still ours to clear, another
+        // controller's is not.
+        let mut published = Published::default();
+        published.remember(&ours);
+        let moved = entries(&["192.0.2.2".into()]);
+        published.remember(&moved);
+        let changes = plan(
+            &inputs.ingresses,
+            &inputs.ingress_classes,
+            &options,
+            &moved,
+            &published,
+        );
+        assert_eq!(
+            names(&changes),
+            [
+                "b/new 1 entries",
+                "default/done 1 entries",
+                "default/left clear",
+                "default/stale 1 entries"
+            ]
+        );
     }
 }
