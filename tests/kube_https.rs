@@ -5,13 +5,14 @@
 //!
 //! Covered:
 //! - the daemon lists, watches and serves through it, and follows a change;
-//! - a kubeconfig that trusts another CA, or carries a wrong token, fails the start at once with
-//!   a message that says what to check (not a daemon that waits forever).
+//! - a kubeconfig that trusts another CA, or carries a wrong token, or a service account that may
+//!   not read Secrets (403), fails the start at once with a message that says what to check (not
+//!   a daemon that waits forever).
 use std::time::Duration;
 
 use integration_tests::{
     daemon::{poll, run_to_exit, yaml},
-    fakeapi::Cluster,
+    fakeapi::{Cluster, Kind},
     tls::Ca,
 };
 
@@ -81,6 +82,19 @@ fn a_wrong_ca_or_token_fails_the_start_with_a_clear_error() {
     let out = start_fails(&path);
     assert!(
         out.contains("refused our credentials (401 Unauthorized"),
+        "{out}"
+    );
+}
+
+#[test]
+fn no_right_to_read_secrets_fails_the_start_with_a_clear_error() {
+    let c = Cluster::https();
+    cafe(&c, c.backends.demo("coffee-1"));
+    c.api.forbid(Kind::Secret);
+    let out = start_fails(&c.api.kubeconfig(c.dir.path()));
+    assert!(
+        out.contains("denied access (403 Forbidden: secrets is forbidden")
+            && out.contains("deploy/rbac.yaml"),
         "{out}"
     );
 }

@@ -182,7 +182,7 @@ impl KubeSource {
             (&ingresses.0, ingresses.1),
             (&ingress_classes.0, ingress_classes.1),
             classes,
-            &changes,
+            shared,
             &mut tasks,
         );
         let stores = Stores {

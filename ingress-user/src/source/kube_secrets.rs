@@ -66,7 +66,7 @@ impl SecretSource {
         ingresses: (&Store<Ingress>, watch::Receiver<bool>),
         ingress_classes: (&Store<IngressClass>, watch::Receiver<bool>),
         classes: ClassOptions,
-        changes: &Arc<Notify>,
+        (changes, fatal): (&Arc<Notify>, &watch::Sender<Option<String>>),
         tasks: &mut Vec<JoinHandle<()>>,
     ) -> Self {
         let (listed_tx, listed) = watch::channel(false);
@@ -78,6 +78,7 @@ impl SecretSource {
             classes,
         };
         let task = source.clone();
+        let fatal = fatal.clone();
         let (ingresses, mut ingresses_listed) = (ingresses.0.clone(), ingresses.1);
         let (ingress_classes, mut classes_listed) = (ingress_classes.0.clone(), ingress_classes.1);
         tasks.push(tokio::spawn(async move {
@@ -96,7 +97,7 @@ impl SecretSource {
             let state = ingresses.state();
             let references = secret_cache::referenced(state.iter().map(|i| &**i), &filter);
             task.lock().set_referenced(references);
-            task.watch(listed_tx).await;
+            task.watch(listed_tx, fatal).await;
         }));
         source
     }
@@ -105,7 +106,7 @@ impl SecretSource {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn watch(&self, listed: watch::Sender<bool>) {
+    async fn watch(&self, listed: watch::Sender<bool>, fatal: watch::Sender<Option<String>>) {
         let api: Api<Secret> = Api::all(self.client.clone());
         let config = watcher::Config::default().fields(TLS_SECRET_SELECTOR);
         let stream = watcher(api, config)
@@ -120,6 +121,9 @@ impl SecretSource {
                     event
                 }
                 Err(err) => {
+                    if let Some(reason) = super::api_errors::fatal(&err) {
+                        fatal.send_replace(Some(reason));
+                    }
                     health.failed(&err);
                     continue;
                 }

@@ -204,6 +204,12 @@ impl FakeApi {
             .list(kind, None, &FieldSelector::default())
     }
 
+    /// Answers every later request for `kind` with 403 Forbidden, as a server whose RBAC does
+    /// not grant it.
+    pub fn forbid(&self, kind: Kind) {
+        self.shared.lock().forbidden.push(kind);
+    }
+
     /// Every request line so far: `METHOD /path?query`.
     pub fn requests(&self) -> Vec<String> {
         self.shared.lock().requests.clone()
@@ -420,6 +426,13 @@ async fn handle(
     let Some(target) = route(req.uri().path()) else {
         return status(StatusCode::NOT_FOUND, "NotFound", "no such path");
     };
+    if shared.lock().forbidden.contains(&target.kind) {
+        let message = format!(
+            "{} is forbidden: no RBAC rule allows it",
+            target.kind.plural()
+        );
+        return status(StatusCode::FORBIDDEN, "Forbidden", &message);
+    }
     let params = query(&req);
     let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let selector = match FieldSelector::parse(param("fieldSelector").unwrap_or("")) {

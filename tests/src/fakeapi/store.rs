@@ -122,6 +122,8 @@ pub struct State {
     pub watch_epoch: u64,
     /// Request lines seen (`GET /api/v1/secrets?...`), for assertions.
     pub requests: Vec<String>,
+    /// Kinds every request for which is answered 403 Forbidden (RBAC that lacks them).
+    pub forbidden: Vec<Kind>,
     next_uid: u64,
 }
 
