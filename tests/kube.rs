@@ -19,8 +19,8 @@
 //! - a 410 Gone on resume forces a relist, and the daemon converges on what changed;
 //! - a TLS Secret from the API is served over HTTPS, and its rotation reaches new handshakes;
 //!   a TLS Secret no Ingress of ours referenced is fetched (GET) once one does, and one created
-//!   after its Ingress is served when it appears (unit tests in `source::secret_cache` show that
-//!   the data of unreferenced Secrets is not held);
+//!   after its Ingress is served when it appears; the metrics count it known but not held until
+//!   then (unit tests in `source::secret_cache` show the rest);
 //! - an API server that is not there at start: nothing is served (not even /readyz) until every
 //!   kind is listed; no source, a bad kubeconfig, or two sources: a clear error.
 use std::{net::SocketAddr, time::Duration};
@@ -506,6 +506,9 @@ fn a_tls_secret_is_fetched_when_an_ingress_starts_referencing_it_and_one_created
             .count()
     };
     assert_eq!(gets(), 0);
+    // Known (by name and version), not held.
+    assert_eq!(d.metric("xdp_ingress_tls_secrets_known"), Some(1.0));
+    assert_eq!(d.metric("xdp_ingress_tls_secrets_held"), Some(0.0));
 
     // An Ingress of ours starts referencing it: fetched once, and served.
     let class = [("kubernetes.io/ingress.class", "xdp-ingress")];
@@ -524,6 +527,9 @@ fn a_tls_secret_is_fetched_when_an_ingress_starts_referencing_it_and_one_created
         "the newly referenced certificate",
     );
     assert_eq!(gets(), 1);
+    poll(CONVERGE, "one Secret held", || {
+        (d.metric("xdp_ingress_tls_secrets_held") == Some(1.0)).then_some(())
+    });
     // Its rotation comes through the watch.
     let rotated = ca.rsa(&["later.example.com"]);
     c.api.apply_yaml(&tls_secret("later", &rotated));

@@ -102,6 +102,10 @@ pub struct ConfigMetrics {
     pub manifest_errors: Gauge<i64, AtomicI64>,
     pub diagnostics: Gauge<i64, AtomicI64>,
     pub workers: Gauge<i64, AtomicI64>,
+    /// Kubernetes mode: TLS Secrets the watch reported, and those whose data is held
+    /// (referenced by our Ingresses).
+    pub tls_secrets_known: Gauge<i64, AtomicI64>,
+    pub tls_secrets_held: Gauge<i64, AtomicI64>,
 }
 
 /// The registry and handles to everything in it.
@@ -180,6 +184,8 @@ impl Metrics {
             manifest_errors: Gauge::default(),
             diagnostics: Gauge::default(),
             workers: Gauge::default(),
+            tls_secrets_known: Gauge::default(),
+            tls_secrets_held: Gauge::default(),
         };
         registry.register(
             "config_generation",
@@ -205,6 +211,16 @@ impl Metrics {
             "workers",
             "Proxy worker threads running",
             config.workers.clone(),
+        );
+        registry.register(
+            "tls_secrets_known",
+            "Kubernetes mode: TLS Secrets known by name and resourceVersion",
+            config.tls_secrets_known.clone(),
+        );
+        registry.register(
+            "tls_secrets_held",
+            "Kubernetes mode: TLS Secrets whose data is in memory (those our Ingresses reference)",
+            config.tls_secrets_held.clone(),
         );
         Self {
             registry: std::sync::Mutex::new(registry),

@@ -461,6 +461,10 @@ fn reload(
     let generation = publisher.publish(snapshot);
     metrics.config.generation.set(generation as i64);
     metrics.config.manifest_errors.set(report.errors as i64);
+    if let Some((known, held)) = report.tls_secrets {
+        metrics.config.tls_secrets_known.set(known as i64);
+        metrics.config.tls_secrets_held.set(held as i64);
+    }
     metrics.config.diagnostics.set(diagnostics.len() as i64);
     let result = if report.errors == 0 && diagnostics.is_empty() {
         "ok"

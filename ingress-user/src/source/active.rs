@@ -30,6 +30,8 @@ pub struct Loaded {
     pub errors: usize,
     /// Manifest files read (folder only).
     pub files: Option<usize>,
+    /// TLS Secrets known and held (Kubernetes only; see `secret_cache`).
+    pub tls_secrets: Option<(usize, usize)>,
 }
 
 #[derive(Debug)]
@@ -104,13 +106,18 @@ impl Active {
                     inputs: report.inputs,
                     errors: report.errors.len(),
                     files: Some(report.files),
+                    tls_secrets: None,
                 }
             }
-            Kind::Kube(k) => Loaded {
-                inputs: k.stores.inputs(),
-                errors: 0,
-                files: None,
-            },
+            Kind::Kube(k) => {
+                let inputs = k.stores.inputs();
+                Loaded {
+                    inputs,
+                    errors: 0,
+                    files: None,
+                    tls_secrets: Some(k.stores.secrets.counts()),
+                }
+            }
         }
     }
 
