@@ -2,13 +2,15 @@
 //! `BPF_PROG_TEST_RUN` (`packet`), network-namespace topologies that clean up after
 //! themselves (`netns`), the daemon as a child process (`daemon`), certificates plus a
 //! rustls/hyper HTTPS client for the TLS tests (`tls`), a raw HTTP/2 frame client for abuse
-//! tests (`h2raw`), and a fake Kubernetes API server (`fakeapi`).
+//! tests (`h2raw`), a fake Kubernetes API server (`fakeapi`), and process guards and free ports
+//! for the benchmark programs (`procs`).
 pub mod daemon;
 pub mod e2e;
 pub mod fakeapi;
 pub mod h2raw;
 pub mod netns;
 pub mod packet;
+pub mod procs;
 pub mod tls;
 
 /// True when the tests run in CI (`CI=true`), where skipping a root-only test is a failure.

@@ -11,6 +11,10 @@
 //! `bench http` installs nginx, HAProxy, wrk and h2load from Debian when one is missing, builds
 //! xdp-ingress, `bench_http` and `bench_backend` in release and runs `bench_http`, which puts
 //! xdp-ingress (no XDP), nginx and HAProxy side by side in front of the same backend on loopback.
+//!
+//! `bench convergence` builds xdp-ingress and `bench_convergence` in release and runs it: the
+//! time from an object change (fake API server or manifests folder) to the first request served
+//! by it, at 10 and 10,000 Ingresses, with the daemon's peak RSS and a background load's failures.
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context as _};
@@ -34,6 +38,9 @@ const USAGE: &str = "usage: cargo xtask bench http [--seconds S] [--rounds N] [-
     [--proxy-cpus LIST] [--load-cpus LIST] [--connections N] [--streams N]
     [--load-threads N] [--scenarios h1,h1-10k,h1-1m,h2-tls,tls-new]
     [--plot FILE.svg]                                      (bench_http)
+       cargo xtask bench convergence [--scale 10,10000] [--changes 100] [--source kube,files]
+    [--endpoints N] [--workers N] [--load-clients N] [--load-pause-ms MS]
+    [--probe-interval-ms MS] [--pause-ms MS] [--timeout-s S]      (bench_convergence)
        cargo xtask bench xdp [--part all|test-run|connect]
     [--repeat N] [--runs N] [--cpu N]                      (part 1, bench_xdp)
     [--seconds S] [--rounds N] [--client-threads N] [--server-threads N]
@@ -44,6 +51,7 @@ pub fn run(what: &str, args: &[String]) -> anyhow::Result<()> {
     match what {
         "xdp" => xdp(args),
         "http" => http(args),
+        "convergence" => convergence(args),
         other => bail!("unknown benchmark `{other}`\n{USAGE}"),
     }
 }
@@ -156,22 +164,7 @@ fn http(args: &[String]) -> anyhow::Result<()> {
         eprintln!("xtask bench: installing {} with apt-get", missing.join(" "));
         apt_install(&missing)?;
     }
-    util::cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "ingress-user",
-        "--package",
-        "integration-tests",
-        "--bin",
-        "xdp-ingress",
-        "--bin",
-        "bench_http",
-        "--bin",
-        "bench_backend",
-    ])?;
-    let release = target_dir().join("release");
-    println!("{}", machine());
+    let release = build_release(&["bench_http", "bench_backend"])?;
     util::run(
         Command::new(release.join("bench_http"))
             .arg("--xdp-ingress")
@@ -180,6 +173,42 @@ fn http(args: &[String]) -> anyhow::Result<()> {
             .arg(release.join("bench_backend"))
             .args(args),
     )
+}
+
+/// Builds xdp-ingress and `bench_convergence` in release and runs it (options pass through).
+fn convergence(args: &[String]) -> anyhow::Result<()> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let release = build_release(&["bench_convergence"])?;
+    util::run(
+        Command::new(release.join("bench_convergence"))
+            .arg("--xdp-ingress")
+            .arg(release.join("xdp-ingress"))
+            .args(args),
+    )
+}
+
+/// Builds xdp-ingress and the `integration-tests` programs `bins` in release, prints the machine
+/// line, and returns the release folder.
+fn build_release(bins: &[&str]) -> anyhow::Result<PathBuf> {
+    let mut args = vec![
+        "build",
+        "--release",
+        "--package",
+        "ingress-user",
+        "--package",
+        "integration-tests",
+        "--bin",
+        "xdp-ingress",
+    ];
+    for bin in bins {
+        args.extend(["--bin", bin]);
+    }
+    util::cargo(&args)?;
+    println!("{}", machine());
+    Ok(target_dir().join("release"))
 }
 
 fn apt_install(packages: &[&str]) -> anyhow::Result<()> {

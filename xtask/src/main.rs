@@ -42,9 +42,10 @@ enum Command {
     /// rustfmt --check and clippy -D warnings over the workspace.
     Lint,
     /// Benchmarks (not timed tests): `bench xdp` prints ns/packet and connections/s ratios,
-    /// `bench http` requests/s, latency, CPU and memory against nginx and HAProxy.
+    /// `bench http` requests/s, latency, CPU and memory against nginx and HAProxy,
+    /// `bench convergence` the time from an object change to the first request it serves.
     Bench {
-        /// Which benchmark: xdp or http.
+        /// Which benchmark: xdp, http or convergence.
         what: String,
         /// Options for it (see docs/benchmarks.md), e.g. --seconds 5 --rounds 3.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

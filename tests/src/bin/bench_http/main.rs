@@ -16,7 +16,7 @@ mod plot;
 use std::{
     collections::BTreeMap,
     io::{Read as _, Write as _},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -24,6 +24,7 @@ use std::{
 use anyhow::{bail, ensure, Context as _};
 use clap::Parser;
 
+use integration_tests::procs::FreePorts;
 use load::{Measured, Shape};
 use peers::{Ports, Proc, Setup};
 
@@ -474,39 +475,4 @@ fn which(tool: &str) -> bool {
     }
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-}
-
-/// Loopback ports that were free a moment ago, never the same twice in one run.
-#[derive(Default)]
-struct FreePorts {
-    given: Vec<u16>,
-}
-
-impl FreePorts {
-    fn one(&mut self) -> anyhow::Result<u16> {
-        for _ in 0..100 {
-            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            if !self.given.contains(&port) {
-                self.given.push(port);
-                return Ok(port);
-            }
-        }
-        bail!("no free port")
-    }
-
-    /// `n` consecutive free ports below the ephemeral range (xdp-ingress worker ports).
-    fn run_below_ephemeral(&mut self, n: usize) -> anyhow::Result<u16> {
-        let start = 20_000 + (std::process::id() % 5_000) as u16 * 2;
-        for base in (start..30_000).step_by(n.max(1) + 1) {
-            let run: Vec<u16> = (base..base + n as u16).collect();
-            if run
-                .iter()
-                .all(|p| !self.given.contains(p) && TcpListener::bind(("127.0.0.1", *p)).is_ok())
-            {
-                self.given.extend(&run);
-                return Ok(base);
-            }
-        }
-        bail!("no {n} consecutive free ports below 30000")
-    }
 }

@@ -1,157 +1,18 @@
 //! The processes under test: the backend, xdp-ingress, nginx and HAProxy, each configured in the
 //! bench's temp dir with the same settings, started pinned to the proxy CPUs on loopback ports,
 //! and stopped by PID (SIGTERM, then SIGKILL of the process and the children it had) when the
-//! guard drops: on success, on error and on panic.
+//! guard (`integration_tests::procs::Proc`) drops: on success, on error and on panic.
 //!
 //! Equivalent settings: one backend (`127.0.0.1:B`), HTTP/1.1 keep-alive to it, the same worker
 //! count (xdp-ingress `--workers N`, nginx `worker_processes N`, HAProxy `nbthread N`), the same
 //! certificate (TLS 1.2 and 1.3, ALPN h2 and http/1.1), X-Forwarded-For/-Proto added, access logs
 //! off for all three (xdp-ingress at log level `warn`, which drops its `access` lines).
 use std::{
-    net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::Command,
 };
 
-use anyhow::{bail, Context as _};
-
-/// One started process (plus the children it forks, found through /proc), stopped on drop.
-pub struct Proc {
-    child: Child,
-    /// Every PID seen as a child of `child` (nginx workers), for a SIGKILL if SIGTERM is ignored.
-    seen_children: Vec<i32>,
-}
-
-impl Proc {
-    /// Spawns `cmd` (stdout/stderr to `log`) and waits until `port` on 127.0.0.1 accepts.
-    pub fn start(
-        name: &'static str,
-        mut cmd: Command,
-        log: &Path,
-        port: u16,
-    ) -> anyhow::Result<Self> {
-        let out = std::fs::File::create(log)?;
-        cmd.stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {name}: {cmd:?}"))?;
-        let mut p = Proc {
-            child,
-            seen_children: Vec::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = p.child.try_wait()? {
-                bail!(
-                    "{name} exited ({status}) before listening on {port}:\n{}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("{name} does not listen on 127.0.0.1:{port} after 20 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(p)
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// The process and its direct children (nginx master + workers).
-    pub fn pids(&mut self) -> Vec<i32> {
-        let mut pids = vec![self.pid()];
-        let kids = children(self.pid());
-        for k in &kids {
-            if !self.seen_children.contains(k) {
-                self.seen_children.push(*k);
-            }
-        }
-        pids.extend(kids);
-        pids
-    }
-
-    /// CPU time (user + system) of the process and its children, in seconds.
-    pub fn cpu_seconds(&mut self) -> f64 {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        self.pids().into_iter().map(cpu_ticks).sum::<u64>() as f64 / hz
-    }
-
-    /// Peak resident set (VmHWM) of the process plus its children, in MiB.
-    pub fn peak_rss_mib(&mut self) -> f64 {
-        self.pids().into_iter().map(vm_hwm_kib).sum::<u64>() as f64 / 1024.0
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.pids();
-        // SAFETY: kill on the PID of a child we spawned and have not reaped yet.
-        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for pid in &self.seen_children {
-            // Only if it is still a process we started: its parent was our child (now gone,
-            // so an orphan is re-parented) and its command is the one we ran.
-            if std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "nginx")
-            {
-                // SAFETY: kill on a PID recorded as our child's child.
-                unsafe { libc::kill(*pid, libc::SIGKILL) };
-            }
-        }
-    }
-}
-
-/// PIDs whose parent is `pid` (scans /proc/*/stat).
-fn children(pid: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| stat_fields(*p).and_then(|f| f.get(1)?.parse::<i32>().ok()) == Some(pid))
-        .collect()
-}
-
-/// Fields of /proc/PID/stat after the `(comm)`: state, ppid, pgrp, ...
-fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    Some(rest.split_whitespace().map(str::to_owned).collect())
-}
-
-/// utime + stime of one process, in clock ticks (fields 14 and 15 of /proc/PID/stat).
-fn cpu_ticks(pid: i32) -> u64 {
-    stat_fields(pid)
-        .map(|f| {
-            f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        })
-        .unwrap_or(0)
-}
-
-fn vm_hwm_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+pub use integration_tests::procs::Proc;
 
 /// Ports and paths every proxy config needs.
 pub struct Setup {
@@ -181,7 +42,12 @@ pub fn backend(bin: &Path, s: &Setup, threads: usize, load_cpus: &str) -> anyhow
     cmd.arg("--addr")
         .arg(format!("127.0.0.1:{}", s.backend_port))
         .args(["--threads", &threads.to_string()]);
-    Proc::start("backend", cmd, &s.dir.join("backend.log"), s.backend_port)
+    Ok(Proc::start(
+        "backend",
+        cmd,
+        &s.dir.join("backend.log"),
+        s.backend_port,
+    )?)
 }
 
 pub fn xdp_ingress(
@@ -211,12 +77,12 @@ pub fn xdp_ingress(
         .arg("--default-key")
         .arg(&s.key)
         .env("XDP_INGRESS_LOG", "warn");
-    Proc::start(
+    Ok(Proc::start(
         "xdp-ingress",
         cmd,
         &s.dir.join("xdp-ingress.log"),
         ports.http,
-    )
+    )?)
 }
 
 /// One Service on the backend and an Ingress without host sending `/` to it (HTTPS uses the
@@ -308,7 +174,12 @@ http {{
         .arg(d.join("error.log"))
         .arg("-c")
         .arg(&path);
-    Proc::start("nginx", cmd, &d.join("stdout.log"), ports.http)
+    Ok(Proc::start(
+        "nginx",
+        cmd,
+        &d.join("stdout.log"),
+        ports.http,
+    )?)
 }
 
 pub fn haproxy(s: &Setup, ports: Ports) -> anyhow::Result<Proc> {
@@ -353,5 +224,10 @@ backend be
     std::fs::write(&path, conf)?;
     let mut cmd = pinned(&s.cpus, Path::new("/usr/sbin/haproxy"));
     cmd.arg("-db").arg("-f").arg(&path);
-    Proc::start("haproxy", cmd, &d.join("stdout.log"), ports.http)
+    Ok(Proc::start(
+        "haproxy",
+        cmd,
+        &d.join("stdout.log"),
+        ports.http,
+    )?)
 }
