@@ -134,13 +134,13 @@ impl Stores {
         );
     }
 
-    /// An owned copy of what the stores hold now.
+    /// What the stores hold now (the objects are shared with the stores, not copied).
     pub fn inputs(&self) -> Inputs {
-        fn owned<K: Clone + Resource + 'static>(s: &Store<K>) -> Vec<K>
+        fn owned<K: Clone + Resource + 'static>(s: &Store<K>) -> Vec<Arc<K>>
         where
             K::DynamicType: Eq + std::hash::Hash + Clone,
         {
-            s.state().iter().map(|o| K::clone(o)).collect()
+            s.state()
         }
         let ingresses = owned(&self.ingresses);
         let ingress_classes = owned(&self.ingress_classes);

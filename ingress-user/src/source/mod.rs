@@ -7,7 +7,7 @@
 //! document that could not be used). Parsing is pure; reading files and watching live in `file`.
 //! Secrets are kept only when they are TLS Secrets (`secret`); from the API, only the data of
 //! those our Ingresses reference (`secret_cache`, `kube_secrets`).
-use std::{fmt, path::PathBuf};
+use std::{fmt, path::PathBuf, sync::Arc};
 
 use k8s_openapi::{
     api::{
@@ -31,28 +31,31 @@ pub mod secret_cache;
 /// The namespace given to objects whose manifest names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-/// Every object `translate` reads, owned. Namespaced objects always carry a namespace (sources
+/// Every object `translate` reads. Namespaced objects always carry a namespace (sources
 /// fill in `default`; IngressClasses are cluster-scoped and have none), and a source never hands
-/// over two objects of the same kind, namespace and name.
+/// over two objects of the same kind, namespace and name. Objects are shared (`Arc`), never
+/// copied: a rebuild takes the source's objects as they are (the API stores hold them as `Arc`s,
+/// the folder source keeps each file's parsed objects), so its cost does not include copying and
+/// freeing every object, and the `Inputs` a rebuild hands to write-back share their memory.
 #[derive(Clone, Debug, Default)]
 pub struct Inputs {
-    pub ingresses: Vec<Ingress>,
-    pub services: Vec<Service>,
-    pub endpoint_slices: Vec<EndpointSlice>,
+    pub ingresses: Vec<Arc<Ingress>>,
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     /// TLS Secrets (`kubernetes.io/tls`), `stringData` already merged into `data`.
-    pub secrets: Vec<Secret>,
+    pub secrets: Vec<Arc<Secret>>,
     /// Every IngressClass (ours and others'): `translate` picks the Ingresses of our classes.
-    pub ingress_classes: Vec<IngressClass>,
+    pub ingress_classes: Vec<Arc<IngressClass>>,
 }
 
 impl Inputs {
     pub fn push(&mut self, object: Object) {
         match object {
-            Object::Ingress(o) => self.ingresses.push(*o),
-            Object::Service(o) => self.services.push(*o),
-            Object::EndpointSlice(o) => self.endpoint_slices.push(*o),
-            Object::Secret(o) => self.secrets.push(*o),
-            Object::IngressClass(o) => self.ingress_classes.push(*o),
+            Object::Ingress(o) => self.ingresses.push(o),
+            Object::Service(o) => self.services.push(o),
+            Object::EndpointSlice(o) => self.endpoint_slices.push(o),
+            Object::Secret(o) => self.secrets.push(o),
+            Object::IngressClass(o) => self.ingress_classes.push(o),
         }
     }
 
@@ -71,14 +74,14 @@ impl Inputs {
     }
 }
 
-/// One recognized Kubernetes object.
+/// One recognized Kubernetes object (shared: a clone is a reference count).
 #[derive(Clone, Debug)]
 pub enum Object {
-    Ingress(Box<Ingress>),
-    Service(Box<Service>),
-    EndpointSlice(Box<EndpointSlice>),
-    Secret(Box<Secret>),
-    IngressClass(Box<IngressClass>),
+    Ingress(Arc<Ingress>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    Secret(Arc<Secret>),
+    IngressClass(Arc<IngressClass>),
 }
 
 impl Object {
@@ -102,13 +105,14 @@ impl Object {
         }
     }
 
+    /// Copies the object first if it is shared (it is not, while being parsed).
     fn metadata_mut(&mut self) -> &mut ObjectMeta {
         match self {
-            Object::Ingress(o) => &mut o.metadata,
-            Object::Service(o) => &mut o.metadata,
-            Object::EndpointSlice(o) => &mut o.metadata,
-            Object::Secret(o) => &mut o.metadata,
-            Object::IngressClass(o) => &mut o.metadata,
+            Object::Ingress(o) => &mut Arc::make_mut(o).metadata,
+            Object::Service(o) => &mut Arc::make_mut(o).metadata,
+            Object::EndpointSlice(o) => &mut Arc::make_mut(o).metadata,
+            Object::Secret(o) => &mut Arc::make_mut(o).metadata,
+            Object::IngressClass(o) => &mut Arc::make_mut(o).metadata,
         }
     }
 
@@ -402,19 +406,19 @@ fn parse_document(chunk: &str, index: usize, value: Value, at: Place, out: &mut 
     let typed = match (api_version, kind_str, doc) {
         (_, _, None) => Err(Unknown),
         ("networking.k8s.io/v1", "Ingress", Some(d)) => {
-            Ok(Ingress::deserialize(d).map(|o| Object::Ingress(Box::new(o))))
+            Ok(Ingress::deserialize(d).map(|o| Object::Ingress(Arc::new(o))))
         }
         ("v1", "Service", Some(d)) => {
-            Ok(Service::deserialize(d).map(|o| Object::Service(Box::new(o))))
+            Ok(Service::deserialize(d).map(|o| Object::Service(Arc::new(o))))
         }
         ("discovery.k8s.io/v1", "EndpointSlice", Some(d)) => {
-            Ok(EndpointSlice::deserialize(d).map(|o| Object::EndpointSlice(Box::new(o))))
+            Ok(EndpointSlice::deserialize(d).map(|o| Object::EndpointSlice(Arc::new(o))))
         }
         ("v1", "Secret", Some(d)) => {
-            Ok(Secret::deserialize(d).map(|o| Object::Secret(Box::new(o))))
+            Ok(Secret::deserialize(d).map(|o| Object::Secret(Arc::new(o))))
         }
         ("networking.k8s.io/v1", "IngressClass", Some(d)) => {
-            Ok(IngressClass::deserialize(d).map(|o| Object::IngressClass(Box::new(o))))
+            Ok(IngressClass::deserialize(d).map(|o| Object::IngressClass(Arc::new(o))))
         }
         _ => Err(Unknown),
     };
@@ -456,19 +460,19 @@ fn object_from_value(v: &Value) -> Result<Object, String> {
     let kind = str_field(v, "kind").unwrap_or("");
     let invalid = |e: serde_yaml::Error| format!("invalid {kind}: {e}; skipped");
     let object = match (api_version, kind) {
-        ("networking.k8s.io/v1", "Ingress") => Object::Ingress(Box::new(
+        ("networking.k8s.io/v1", "Ingress") => Object::Ingress(Arc::new(
             serde_yaml::from_value(v.clone()).map_err(invalid)?,
         )),
-        ("v1", "Service") => Object::Service(Box::new(
+        ("v1", "Service") => Object::Service(Arc::new(
             serde_yaml::from_value(v.clone()).map_err(invalid)?,
         )),
-        ("discovery.k8s.io/v1", "EndpointSlice") => Object::EndpointSlice(Box::new(
+        ("discovery.k8s.io/v1", "EndpointSlice") => Object::EndpointSlice(Arc::new(
             serde_yaml::from_value(v.clone()).map_err(invalid)?,
         )),
-        ("v1", "Secret") => Object::Secret(Box::new(
+        ("v1", "Secret") => Object::Secret(Arc::new(
             serde_yaml::from_value(v.clone()).map_err(invalid)?,
         )),
-        ("networking.k8s.io/v1", "IngressClass") => Object::IngressClass(Box::new(
+        ("networking.k8s.io/v1", "IngressClass") => Object::IngressClass(Arc::new(
             serde_yaml::from_value(v.clone()).map_err(invalid)?,
         )),
         _ => return Err(unknown_kind(api_version, kind)),
@@ -490,7 +494,7 @@ fn finish(mut object: Object) -> Result<Object, String> {
         meta.namespace = Some(DEFAULT_NAMESPACE.to_owned());
     }
     if let Object::Secret(s) = &mut object {
-        secret::accept(s)?;
+        secret::accept(Arc::make_mut(s))?;
     }
     Ok(object)
 }

@@ -9,6 +9,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
+    sync::Arc,
 };
 
 use k8s_openapi::api::{
@@ -46,14 +47,14 @@ fn namespace(ns: &Option<String>) -> &str {
 }
 
 impl<'a> Resolver<'a> {
-    pub fn new(services: &'a [Service], slices: &'a [EndpointSlice]) -> Self {
+    pub fn new(services: &'a [Arc<Service>], slices: &'a [Arc<EndpointSlice>]) -> Self {
         let mut by_name = HashMap::new();
         for s in services {
             let name = s.metadata.name.as_deref().unwrap_or("");
             // Sources never hand over duplicates; if one does, the first one wins.
             by_name
                 .entry((namespace(&s.metadata.namespace), name))
-                .or_insert(s);
+                .or_insert(&**s);
         }
         let mut by_service: HashMap<_, Vec<&EndpointSlice>> = HashMap::new();
         for slice in slices {
@@ -68,7 +69,7 @@ impl<'a> Resolver<'a> {
             by_service
                 .entry((namespace(&slice.metadata.namespace), service.as_str()))
                 .or_default()
-                .push(slice);
+                .push(&**slice);
         }
         for list in by_service.values_mut() {
             list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));

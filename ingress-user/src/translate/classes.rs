@@ -13,7 +13,7 @@
 //! IngressClass object at all in the inputs, every Ingress is served, whatever class it names:
 //! a folder of plain manifests works without declaring a class. Once the folder holds an
 //! IngressClass, the rules above apply there too.
-use std::{borrow::Cow, collections::BTreeSet};
+use std::{borrow::Cow, collections::BTreeSet, sync::Arc};
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
@@ -66,7 +66,7 @@ pub struct ClassFilter<'a> {
 }
 
 impl<'a> ClassFilter<'a> {
-    pub fn new(classes: &'a [IngressClass], options: &ClassOptions) -> Self {
+    pub fn new(classes: &'a [Arc<IngressClass>], options: &ClassOptions) -> Self {
         let mut ours = BTreeSet::new();
         let mut default = false;
         for class in classes {
@@ -116,12 +116,12 @@ fn annotation<'a>(
     annotations.as_ref()?.get(key).map(|v| v.trim())
 }
 
-/// The Ingresses we serve: borrowed whole when that is all of them (no copy in the common case).
+/// The Ingresses we serve: borrowed whole when that is all of them, else the served ones shared.
 pub fn served<'a>(
-    ingresses: &'a [Ingress],
-    classes: &[IngressClass],
+    ingresses: &'a [Arc<Ingress>],
+    classes: &[Arc<IngressClass>],
     options: &ClassOptions,
-) -> Cow<'a, [Ingress]> {
+) -> Cow<'a, [Arc<Ingress>]> {
     let filter = ClassFilter::new(classes, options);
     if ingresses.iter().all(|i| filter.serves(i)) {
         Cow::Borrowed(ingresses)

@@ -9,7 +9,10 @@
 //! are diagnostics too, and skipped. Each Ingress's annotations give the strategy of the backends
 //! it names (`annotations`). `translate` then resolves the winners' backends (see `backends`) and
 //! builds the route table.
-use std::collections::{btree_map::Entry, BTreeMap, HashMap};
+use std::{
+    collections::{btree_map::Entry, BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
@@ -45,11 +48,11 @@ type Key = (Option<String>, String, PathKind);
 
 /// Every route the Ingresses ask for, conflicts resolved; `default_strategy` is the global one.
 pub(super) fn collect(
-    ingresses: &[Ingress],
+    ingresses: &[Arc<Ingress>],
     default_strategy: &Strategy,
     diags: &mut Vec<Diagnostic>,
 ) -> Collected {
-    let mut ordered: Vec<&Ingress> = ingresses.iter().collect();
+    let mut ordered: Vec<&Ingress> = ingresses.iter().map(|i| &**i).collect();
     ordered.sort_by_key(|i| {
         let ts = i.metadata.creation_timestamp.as_ref();
         (ts.is_none(), ts, namespace(i), i.metadata.name.as_deref())

@@ -136,8 +136,8 @@ pub(super) fn upstream_ca(secrets: &[Secret], r: &ObjectRef) -> Result<Arc<str>,
 
 /// The TLS hosts of every Ingress, with their certificates; problems go to `diags`.
 pub(super) fn collect(
-    ingresses: &[Ingress],
-    secrets: &[Secret],
+    ingresses: &[Arc<Ingress>],
+    secrets: &[Arc<Secret>],
     diags: &mut Vec<Diagnostic>,
 ) -> TlsTable {
     let provider = rustls::crypto::ring::default_provider();
@@ -145,13 +145,13 @@ pub(super) fn collect(
         .iter()
         .map(|s| {
             let ns = s.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
-            ((ns, s.metadata.name.as_deref().unwrap_or("")), s)
+            ((ns, s.metadata.name.as_deref().unwrap_or("")), &**s)
         })
         .collect();
     let mut loaded: HashMap<ObjectRef, Result<Certificate, String>> = HashMap::new();
     let mut table = TlsTable::default();
 
-    let mut ordered: Vec<&Ingress> = ingresses.iter().collect();
+    let mut ordered: Vec<&Ingress> = ingresses.iter().map(|i| &**i).collect();
     ordered.sort_by_key(|i| {
         let ts = i.metadata.creation_timestamp.as_ref();
         (ts.is_none(), ts, namespace(i), i.metadata.name.as_deref())

@@ -207,7 +207,7 @@ fn table() {
     ]
     .join("---\n");
     let mut inputs = Inputs::from_yaml(&yaml).unwrap();
-    inputs.secrets = secrets;
+    inputs.secrets = secrets.into_iter().map(Into::into).collect();
     let (snap, diags) = translate(&inputs);
     let diags: Vec<_> = diags.iter().map(ToString::to_string).collect();
 
@@ -277,7 +277,7 @@ fn secrets_are_looked_up_in_the_ingress_namespace_only() {
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i, namespace: web}\n\
                 spec: {tls: [{hosts: [a.example.com], secretName: s}]}\n";
     let mut inputs = Inputs::from_yaml(yaml).unwrap();
-    inputs.secrets = vec![other_ns.clone()];
+    inputs.secrets = vec![other_ns.clone().into()];
     let (snap, diags) = translate(&inputs);
     assert!(snap.tls.exact["a.example.com"].certificate.is_none());
     assert_eq!(
@@ -286,7 +286,7 @@ fn secrets_are_looked_up_in_the_ingress_namespace_only() {
          with the default certificate"
     );
     other_ns.metadata.namespace = Some("web".into());
-    inputs.secrets = vec![other_ns];
+    inputs.secrets = vec![other_ns.into()];
     let (snap, diags) = translate(&inputs);
     assert!(diags.is_empty(), "{diags:?}");
     let c = snap.tls.exact["a.example.com"]
@@ -308,7 +308,7 @@ fn equal_inputs_give_equal_tables_and_a_new_certificate_differs() {
                 spec: {tls: [{hosts: [a.example.com], secretName: s}]}\n";
     let build = |cert: &rcgen::Certificate| {
         let mut inputs = Inputs::from_yaml(yaml).unwrap();
-        inputs.secrets = vec![tls_secret("s", &cert.pem(), &key.serialize_pem())];
+        inputs.secrets = vec![tls_secret("s", &cert.pem(), &key.serialize_pem()).into()];
         translate(&inputs).0
     };
     assert_eq!(build(&one), build(&one));
@@ -327,7 +327,7 @@ fn wildcard_lookup_matches_exactly_one_label() {
     let yaml = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\n\
                 spec: {tls: [{hosts: ['*.example.com'], secretName: s}]}\n";
     let mut inputs = Inputs::from_yaml(yaml).unwrap();
-    inputs.secrets = vec![tls_secret("s", &cert.pem(), &key.serialize_pem())];
+    inputs.secrets = vec![tls_secret("s", &cert.pem(), &key.serialize_pem()).into()];
     let (snap, diags) = translate(&inputs);
     assert!(diags.is_empty(), "{diags:?}");
     assert!(snap.tls.find("a.example.com").is_some());

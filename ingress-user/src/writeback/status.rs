@@ -8,7 +8,7 @@
 //! in; the writes that differ from what is there out (nothing when everything is in place, so
 //! status is written only when it changes). `apply` sends them as merge patches of the `status`
 //! subresource.
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use k8s_openapi::api::networking::v1::{
     Ingress, IngressClass, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
@@ -105,8 +105,8 @@ fn current(ingress: &Ingress) -> &[IngressLoadBalancerIngress] {
 
 /// The writes that bring every Ingress's status where it belongs, sorted by namespace/name.
 pub fn plan(
-    ingresses: &[Ingress],
-    classes: &[IngressClass],
+    ingresses: &[Arc<Ingress>],
+    classes: &[Arc<IngressClass>],
     options: &ClassOptions,
     ours: &[IngressLoadBalancerIngress],
     published: &Published,

@@ -46,7 +46,7 @@ impl ChangeKind {
 
 /// The kind of change `k` (even: Ingress, odd: EndpointSlice).
 pub fn kind_of(k: usize) -> ChangeKind {
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         ChangeKind::Ingress
     } else {
         ChangeKind::Slice

@@ -133,6 +133,7 @@ mod tests {
         let addresses: Vec<&str> = slice
             .endpoints
             .iter()
+            .flatten()
             .map(|e| e.addresses[0].as_str())
             .collect();
         assert_eq!(addresses.len(), 10);
