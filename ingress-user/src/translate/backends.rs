@@ -107,18 +107,22 @@ impl<'a> Resolver<'a> {
         diags: &mut Vec<Diagnostic>,
     ) -> Result<Vec<SocketAddr>, Problem> {
         let key = (r.namespace.as_str(), r.service.as_str());
-        let service_name = format!("{}/{}", r.namespace, r.service);
+        // Only built for a problem: resolving 10,000 backends allocates no name.
+        let service_name = || format!("{}/{}", r.namespace, r.service);
         let Some(service) = self.services.get(&key) else {
             return Err(Problem {
                 field: "name",
-                reason: format!("service {service_name} not found"),
+                reason: format!("service {} not found", service_name()),
             });
         };
         let spec = service.spec.as_ref();
         if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
             return Err(Problem {
                 field: "name",
-                reason: format!("service {service_name} is of type ExternalName, not supported"),
+                reason: format!(
+                    "service {} is of type ExternalName, not supported",
+                    service_name()
+                ),
             });
         }
         let port = spec
@@ -134,8 +138,9 @@ impl<'a> Resolver<'a> {
             return Err(Problem {
                 field: "port",
                 reason: format!(
-                    "service port {} not found in Service {service_name}",
-                    r.port
+                    "service port {} not found in Service {}",
+                    r.port,
+                    service_name()
                 ),
             });
         };
@@ -159,14 +164,17 @@ fn slice_endpoints(
     out: &mut Vec<SocketAddr>,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let me = ObjectRef::new(
-        "EndpointSlice",
-        namespace(&slice.metadata.namespace),
-        slice.metadata.name.as_deref().unwrap_or(""),
-    );
+    // Only built for a diagnostic.
+    let me = || {
+        ObjectRef::new(
+            "EndpointSlice",
+            namespace(&slice.metadata.namespace),
+            slice.metadata.name.as_deref().unwrap_or(""),
+        )
+    };
     if slice.address_type == "FQDN" {
         let reason = "addressType FQDN is not supported; slice skipped".to_owned();
-        diags.push(Diagnostic::new(&me, "addressType".to_owned(), reason));
+        diags.push(Diagnostic::new(&me(), "addressType".to_owned(), reason));
         return;
     }
     // Service and slice ports pair up by name; an unnamed port is `None` or "" on either side.
@@ -187,7 +195,7 @@ fn slice_endpoints(
                 Some(n) => format!("port {n} is out of range; slice skipped"),
                 None => "port has no number; slice skipped".to_owned(),
             };
-            diags.push(Diagnostic::new(&me, format!("ports[{i}].port"), reason));
+            diags.push(Diagnostic::new(&me(), format!("ports[{i}].port"), reason));
             return;
         }
     };
@@ -202,7 +210,7 @@ fn slice_endpoints(
             match address.parse::<IpAddr>() {
                 Ok(ip) => out.push(SocketAddr::new(ip, number)),
                 Err(_) => diags.push(Diagnostic::new(
-                    &me,
+                    &me(),
                     format!("endpoints[{e}].addresses[{a}]"),
                     format!("invalid IP address {address:?}; skipped"),
                 )),
