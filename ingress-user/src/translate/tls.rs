@@ -107,7 +107,7 @@ pub fn certificate_from_pem(
 
 /// The PEM CA bundle in `ca.crt` of Secret `r` (`proxy-ssl-secret`), checked to hold at least one
 /// certificate; the error says what is wrong, for a diagnostic on the Secret's `data[ca.crt]`.
-pub(super) fn upstream_ca(secrets: &[Secret], r: &ObjectRef) -> Result<Arc<str>, String> {
+pub(super) fn upstream_ca(secrets: &[Arc<Secret>], r: &ObjectRef) -> Result<Arc<str>, String> {
     let secret = secrets
         .iter()
         .find(|s| {

@@ -361,7 +361,10 @@ fn proxy_ssl_secret_ca_bundles() {
             "kubernetes.io/tls",
             &[("ca.crt", "not a certificate")],
         ),
-    ];
+    ]
+    .into_iter()
+    .map(std::sync::Arc::new)
+    .collect::<Vec<_>>();
     let r = |name: &str| crate::model::ObjectRef::new("Secret", "default", name);
     let pem = super::tls::upstream_ca(&secrets, &r("with-ca")).unwrap();
     assert_eq!(&*pem, root.pem());
