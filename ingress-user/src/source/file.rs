@@ -238,10 +238,10 @@ impl FileSource {
                 return Ok(Some(p.manifests.clone()));
             }
         }
+        // `stamp` is from before the read: a change during the read makes the next load read
+        // the file again.
         let read_at = SystemTime::now();
         let bytes = fs::read(path)?;
-        // The stamp from before the read: a change during the read makes the next load read
-        // the file again.
         let Ok(text) = String::from_utf8(bytes) else {
             self.parsed.remove(name);
             return Ok(None);
