@@ -13,10 +13,7 @@
 //! `proxy::router::find`). `tls::collect` builds the TLS hosts and their certificates from the
 //! served Ingresses' `spec.tls` and the Secrets. Anything invalid is left out with a `Diagnostic`
 //! naming the object and field; the rest is built as if it were absent.
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    fmt,
-};
+use std::{collections::HashMap, fmt};
 
 use crate::{
     model::{
@@ -139,15 +136,19 @@ pub fn translate_with(inputs: &Inputs, options: &Options) -> (Snapshot, Vec<Diag
     let default_draft = collected.default_backend.as_ref().or(flag_default.as_ref());
 
     let resolver = backends::Resolver::new(&inputs.services, &inputs.endpoint_slices);
-    let wanted: BTreeSet<_> = collected
+    // The distinct (service, strategy, upstream) keys in sorted order; a route finds its
+    // backend's index by binary search (a sorted Vec: no tree nodes to allocate per rebuild).
+    let mut wanted: Vec<_> = collected
         .routes
         .iter()
         .chain(default_draft)
         .map(|d| (&d.service, &d.strategy, &d.upstream))
         .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
     let mut backends = Vec::with_capacity(wanted.len());
-    let mut index = BTreeMap::new();
-    for (service, strategy, upstream) in wanted {
+    let mut problems = Vec::with_capacity(wanted.len());
+    for &(service, strategy, upstream) in &wanted {
         let (mut backend, problem) =
             resolver.resolve(service, strategy.clone(), &options.session_key, &mut diags);
         backend.upstream = upstream.clone();
@@ -157,14 +158,14 @@ pub fn translate_with(inputs: &Inputs, options: &Options) -> (Snapshot, Vec<Diag
                 Err(reason) => diags.push(Diagnostic::new(secret, "data[ca.crt]", reason)),
             }
         }
-        index.insert(
-            (service, strategy, upstream),
-            (BackendIdx(backends.len()), problem),
-        );
+        problems.push(problem);
         backends.push(backend);
     }
     let mut route = |d: &routes::Draft| {
-        let (idx, problem) = &index[&(&d.service, &d.strategy, &d.upstream)];
+        let i = wanted
+            .binary_search(&(&d.service, &d.strategy, &d.upstream))
+            .expect("every draft's backend is wanted");
+        let problem = &problems[i];
         if let Some(p) = problem {
             let field = match d.backend_field.as_str() {
                 "--default-backend" => format!("--default-backend ({})", p.field),
@@ -176,7 +177,7 @@ pub fn translate_with(inputs: &Inputs, options: &Options) -> (Snapshot, Vec<Diag
             host: d.host.clone(),
             path: d.path.clone(),
             kind: d.kind,
-            backend: *idx,
+            backend: BackendIdx(i),
             ingress: d.ingress.clone(),
             regex: d.regex.clone(),
             metric: crate::model::RouteMetric::new(&d.ingress, d.host.as_deref(), &d.path),
