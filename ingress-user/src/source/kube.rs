@@ -145,7 +145,12 @@ impl Stores {
         let ingresses = owned(&self.ingresses);
         let ingress_classes = owned(&self.ingress_classes);
         Inputs {
-            secrets: self.secrets.secrets(&ingresses, &ingress_classes),
+            secrets: (self
+                .secrets
+                .secrets(&ingresses, &ingress_classes)
+                .into_iter())
+            .map(Arc::new)
+            .collect(),
             ingresses,
             ingress_classes,
             services: owned(&self.services),

@@ -88,11 +88,7 @@ impl SecretSource {
                 async { ingresses_listed.wait_for(|l| *l).await.is_ok() },
                 async { classes_listed.wait_for(|l| *l).await.is_ok() },
             );
-            let classes: Vec<IngressClass> = ingress_classes
-                .state()
-                .iter()
-                .map(|c| IngressClass::clone(c))
-                .collect();
+            let classes = ingress_classes.state();
             let filter = ClassFilter::new(&classes, &task.classes);
             let state = ingresses.state();
             let references = secret_cache::referenced(state.iter().map(|i| &**i), &filter);
@@ -166,9 +162,13 @@ impl SecretSource {
 
     /// The Secrets `ingresses` (those we serve, by `classes`) reference, as far as they are
     /// held; starts fetching the referenced ones that are not.
-    pub fn secrets(&self, ingresses: &[Ingress], classes: &[IngressClass]) -> Vec<Secret> {
+    pub fn secrets(
+        &self,
+        ingresses: &[Arc<Ingress>],
+        classes: &[Arc<IngressClass>],
+    ) -> Vec<Secret> {
         let filter = ClassFilter::new(classes, &self.classes);
-        let references = secret_cache::referenced(ingresses, &filter);
+        let references = secret_cache::referenced(ingresses.iter().map(|i| &**i), &filter);
         let mut cache = self.lock();
         for key in cache.set_referenced(references) {
             tokio::spawn(self.clone().fetch(key));

@@ -272,7 +272,7 @@ mod tests {
         .unwrap();
         let options = crate::translate::ClassOptions::cluster(crate::translate::CONTROLLER, false);
         let filter = ClassFilter::new(&inputs.ingress_classes, &options);
-        let got: Vec<String> = referenced(&inputs.ingresses, &filter)
+        let got: Vec<String> = referenced(inputs.ingresses.iter().map(|i| &**i), &filter)
             .into_iter()
             .map(|(ns, n)| format!("{ns}/{n}"))
             .collect();
