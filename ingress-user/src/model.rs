@@ -1,5 +1,6 @@
 //! The snapshot: the complete, immutable configuration that the proxy workers and the data plane
-//! serve, built from scratch by `translate` on every change and published whole by `publish`.
+//! serve, built by `translate` on every change (backends whose objects did not change are shared
+//! with the previous snapshot) and published whole by `publish`.
 //!
 //! Nothing here does I/O. A worker loads the current `Arc<Snapshot>` once per request and routes
 //! with `proxy::router::find` (host maps and per-host path indexes built here, at snapshot build);
@@ -400,7 +401,8 @@ pub struct Snapshot {
     /// Bumped by `publish` on every swap; 0 for the empty snapshot served before the first load.
     pub generation: u64,
     pub routes: RouteTable,
-    pub backends: Vec<Backend>,
+    /// Shared with the previous snapshot when nothing it was built from changed (`Translator`).
+    pub backends: Vec<Arc<Backend>>,
     pub tls: TlsTable,
 }
 
@@ -412,16 +414,27 @@ impl Snapshot {
     /// Takes over the selection and health state of `previous` (the snapshot this one replaces)
     /// for every backend both have (same Service port, strategy and upstream options), endpoint
     /// by endpoint where the endpoint is still there: a reload neither sends traffic back to an
-    /// ejected endpoint nor forgets latency averages. Called by `publish` before the swap.
+    /// ejected endpoint nor forgets latency averages. A backend shared with `previous` (the same
+    /// `Arc`, reused by `translate::Translator`) already has that state and is skipped. Called
+    /// by `publish` before the swap.
     pub fn inherit(&self, previous: &Snapshot) {
         if previous.backends.is_empty() {
             return;
         }
+        // Backends shared with `previous` are left alone; the others look up their predecessor
+        // among the previous backends that this snapshot does not share.
+        let ptrs = |s: &Snapshot| -> foldhash::HashSet<*const Backend> {
+            s.backends.iter().map(Arc::as_ptr).collect()
+        };
+        let (mine, theirs) = (ptrs(self), ptrs(previous));
+        let fresh = (self.backends.iter()).filter(|b| !theirs.contains(&Arc::as_ptr(b)));
         let mut old: HashMap<&ServiceBackendRef, Vec<&Backend>> = HashMap::new();
         for b in &previous.backends {
-            old.entry(&b.service).or_default().push(b);
+            if !mine.contains(&Arc::as_ptr(b)) {
+                old.entry(&b.service).or_default().push(&**b);
+            }
         }
-        for b in &self.backends {
+        for b in fresh {
             let same = old.get(&b.service).and_then(|list| {
                 list.iter()
                     .find(|o| o.strategy == b.strategy && o.upstream == b.upstream)

@@ -34,7 +34,7 @@ use crate::{
     },
     publish::Publisher,
     source::active::Active,
-    translate::{translate_with, Options},
+    translate::{Options, Translator},
     writeback::{self, Report},
 };
 
@@ -100,7 +100,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             .config(options.classes.clone(), client.default_namespace());
         writeback::spawn(client, config, report_rx)
     });
-    let report = reload(&mut source, &options, &mut publisher, &metrics);
+    let mut translator = Translator::new(options);
+    let report = reload(&mut source, &mut translator, &mut publisher, &metrics);
     reports.send_replace(Some(Arc::new(report)));
     let mut policy = PolicyFile::open(args.policy.as_deref())?;
     let https = https_port(&args, &snapshots)?;
@@ -146,7 +147,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 if change.is_none() {
                     break Err(anyhow::anyhow!(source.closed_reason()));
                 }
-                let report = reload(&mut source, &options, &mut publisher, &metrics);
+                let report = reload(&mut source, &mut translator, &mut publisher, &metrics);
                 reports.send_replace(Some(Arc::new(report)));
             }
             _ = tick.tick() => {
@@ -429,13 +430,13 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 /// object and field; they never stop the daemon or the serving of other objects.
 fn reload(
     source: &mut Active,
-    options: &Options,
+    translator: &mut Translator,
     publisher: &mut Publisher,
     metrics: &Metrics,
 ) -> Report {
     let started = std::time::Instant::now();
     let report = source.load();
-    let (snapshot, diagnostics) = translate_with(&report.inputs, options);
+    let (snapshot, diagnostics) = translator.translate(&report.inputs);
     let services = snapshot
         .backends
         .iter()

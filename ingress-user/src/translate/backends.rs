@@ -7,10 +7,12 @@
 //! `translate` reports on every Ingress field naming it. Bad EndpointSlice content is reported on
 //! the slice itself.
 use std::{
-    collections::HashMap,
     net::{IpAddr, SocketAddr},
     sync::Arc,
 };
+
+// Fast, unkeyed hashing: the keys are names from our own inputs, rebuilt on every change.
+use foldhash::{HashMap, HashMapExt as _};
 
 use k8s_openapi::api::{
     core::v1::{Service, ServicePort},
@@ -35,9 +37,9 @@ pub(super) struct Problem {
 }
 
 pub(super) struct Resolver<'a> {
-    services: HashMap<(&'a str, &'a str), &'a Service>,
+    services: HashMap<(&'a str, &'a str), &'a Arc<Service>>,
     /// (namespace, service name) → slices, sorted by name.
-    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    slices: HashMap<(&'a str, &'a str), Vec<&'a Arc<EndpointSlice>>>,
 }
 
 fn namespace(ns: &Option<String>) -> &str {
@@ -48,15 +50,16 @@ fn namespace(ns: &Option<String>) -> &str {
 
 impl<'a> Resolver<'a> {
     pub fn new(services: &'a [Arc<Service>], slices: &'a [Arc<EndpointSlice>]) -> Self {
-        let mut by_name = HashMap::new();
+        let mut by_name = HashMap::with_capacity(services.len());
         for s in services {
             let name = s.metadata.name.as_deref().unwrap_or("");
             // Sources never hand over duplicates; if one does, the first one wins.
             by_name
                 .entry((namespace(&s.metadata.namespace), name))
-                .or_insert(&**s);
+                .or_insert(s);
         }
-        let mut by_service: HashMap<_, Vec<&EndpointSlice>> = HashMap::new();
+        let mut by_service: HashMap<_, Vec<&Arc<EndpointSlice>>> =
+            HashMap::with_capacity(slices.len());
         for slice in slices {
             let Some(service) = slice
                 .metadata
@@ -69,7 +72,7 @@ impl<'a> Resolver<'a> {
             by_service
                 .entry((namespace(&slice.metadata.namespace), service.as_str()))
                 .or_default()
-                .push(&**slice);
+                .push(slice);
         }
         for list in by_service.values_mut() {
             list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -78,6 +81,17 @@ impl<'a> Resolver<'a> {
             services: by_name,
             slices: by_service,
         }
+    }
+
+    /// The objects `resolve(r, ..)` reads: the Service (if any) and its slices, sorted by name.
+    /// A backend resolved from pointer-identical objects is the same (`reuse`).
+    pub fn inputs<'s>(
+        &'s self,
+        r: &'s ServiceBackendRef,
+    ) -> (Option<&'s Arc<Service>>, &'s [&'s Arc<EndpointSlice>]) {
+        let key = (r.namespace.as_str(), r.service.as_str());
+        let slices = self.slices.get(&key).map_or(&[][..], |v| v.as_slice());
+        (self.services.get(&key).copied(), slices)
     }
 
     /// The backend for `r` selecting with `strategy` (`key` signs sticky cookies).

@@ -29,6 +29,9 @@ mod backends;
 pub mod classes;
 #[cfg(test)]
 mod options_tests;
+mod reuse;
+#[cfg(test)]
+mod reuse_tests;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -113,8 +116,44 @@ pub fn translate(inputs: &Inputs) -> (Snapshot, Vec<Diagnostic>) {
     translate_with(inputs, &Options::default())
 }
 
-/// Builds the snapshot (generation 0: `publish` numbers it) and the sorted diagnostics.
+/// Builds the snapshot (generation 0: `publish` numbers it) and the sorted diagnostics, from
+/// scratch.
 pub fn translate_with(inputs: &Inputs, options: &Options) -> (Snapshot, Vec<Diagnostic>) {
+    Translator::new(options.clone()).translate(inputs)
+}
+
+/// Rebuilds snapshots one after the other with the same `Options`, reusing what the previous
+/// build resolved from objects that did not change (`reuse`): each result equals
+/// `translate_with` of the same inputs.
+#[derive(Debug)]
+pub struct Translator {
+    options: Options,
+    backends: reuse::BackendCache,
+}
+
+impl Translator {
+    pub fn new(options: Options) -> Self {
+        Self {
+            options,
+            backends: reuse::BackendCache::default(),
+        }
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Builds the snapshot (generation 0: `publish` numbers it) and the sorted diagnostics.
+    pub fn translate(&mut self, inputs: &Inputs) -> (Snapshot, Vec<Diagnostic>) {
+        build(inputs, &self.options, &mut self.backends)
+    }
+}
+
+fn build(
+    inputs: &Inputs,
+    options: &Options,
+    cache: &mut reuse::BackendCache,
+) -> (Snapshot, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let ingresses = classes::served(&inputs.ingresses, &inputs.ingress_classes, &options.classes);
     let collected = routes::collect(&ingresses, &options.load_balance, &mut diags);
@@ -146,26 +185,19 @@ pub fn translate_with(inputs: &Inputs, options: &Options) -> (Snapshot, Vec<Diag
         .collect();
     wanted.sort_unstable();
     wanted.dedup();
-    let mut backends = Vec::with_capacity(wanted.len());
-    let mut problems = Vec::with_capacity(wanted.len());
-    for &(service, strategy, upstream) in &wanted {
-        let (mut backend, problem) =
-            resolver.resolve(service, strategy.clone(), &options.session_key, &mut diags);
-        backend.upstream = upstream.clone();
-        if let Some(secret) = &upstream.ssl_secret {
-            match tls::upstream_ca(&inputs.secrets, secret) {
-                Ok(pem) => backend.upstream.ssl_ca = Some(pem),
-                Err(reason) => diags.push(Diagnostic::new(secret, "data[ca.crt]", reason)),
-            }
-        }
-        problems.push(problem);
-        backends.push(backend);
-    }
+    let built = cache.resolve(
+        &wanted,
+        &resolver,
+        &inputs.secrets,
+        &options.session_key,
+        &mut diags,
+    );
+    let backends = built.iter().map(|b| b.backend.clone()).collect();
     let mut route = |d: &routes::Draft| {
         let i = wanted
             .binary_search(&(&d.service, &d.strategy, &d.upstream))
             .expect("every draft's backend is wanted");
-        let problem = &problems[i];
+        let problem = &built[i].problem;
         if let Some(p) = problem {
             let field = match d.backend_field.as_str() {
                 "--default-backend" => format!("--default-backend ({})", p.field),

@@ -105,20 +105,24 @@ pub fn certificate_from_pem(
     Ok(Certificate(Arc::new(certified)))
 }
 
-/// The PEM CA bundle in `ca.crt` of Secret `r` (`proxy-ssl-secret`), checked to hold at least one
-/// certificate; the error says what is wrong, for a diagnostic on the Secret's `data[ca.crt]`.
-pub(super) fn upstream_ca(secrets: &[Arc<Secret>], r: &ObjectRef) -> Result<Arc<str>, String> {
-    let secret = secrets
-        .iter()
-        .find(|s| {
-            s.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE) == r.namespace
-                && s.metadata.name.as_deref() == Some(r.name.as_str())
-        })
-        .ok_or_else(|| {
-            format!(
-                "not found (named by proxy-ssl-secret; only {TLS_SECRET_TYPE} Secrets are read)"
-            )
-        })?;
+/// The Secret `r` (`proxy-ssl-secret`) among `secrets`, for `upstream_ca`.
+pub(super) fn find_secret<'a>(
+    secrets: &'a [Arc<Secret>],
+    r: &ObjectRef,
+) -> Option<&'a Arc<Secret>> {
+    secrets.iter().find(|s| {
+        s.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE) == r.namespace
+            && s.metadata.name.as_deref() == Some(r.name.as_str())
+    })
+}
+
+/// The PEM CA bundle in `ca.crt` of the Secret `find_secret` found (`None`: none), checked to hold
+/// at least one certificate; the error says what is wrong, for a diagnostic on the Secret's
+/// `data[ca.crt]`.
+pub(super) fn upstream_ca(secret: Option<&Secret>) -> Result<Arc<str>, String> {
+    let secret = secret.ok_or_else(|| {
+        format!("not found (named by proxy-ssl-secret; only {TLS_SECRET_TYPE} Secrets are read)")
+    })?;
     let pem = secret
         .data
         .as_ref()

@@ -16,7 +16,7 @@ const EC_PKCS8: &str = include_str!("../../testdata/ec-p256.pkcs8.pem");
 const EC_SEC1: &str = include_str!("../../testdata/ec-p256.sec1.pem");
 
 /// A CA with the given common name (ECDSA P-256).
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+pub(super) fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
@@ -41,7 +41,7 @@ fn leaf(
 }
 
 /// A TLS Secret in `default` (as the source hands it over: type set, PEM in `data`).
-fn secret(name: &str, kind: &str, data: &[(&str, &str)]) -> Secret {
+pub(super) fn secret(name: &str, kind: &str, data: &[(&str, &str)]) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -346,6 +346,13 @@ fn wildcard_lookup_matches_exactly_one_label() {
     }
 }
 
+fn upstream_ca(
+    secrets: &[std::sync::Arc<Secret>],
+    r: &crate::model::ObjectRef,
+) -> Result<std::sync::Arc<str>, String> {
+    super::tls::upstream_ca(super::tls::find_secret(secrets, r).map(|s| &**s))
+}
+
 #[test]
 fn proxy_ssl_secret_ca_bundles() {
     let root = ca("upstream root");
@@ -366,16 +373,16 @@ fn proxy_ssl_secret_ca_bundles() {
     .map(std::sync::Arc::new)
     .collect::<Vec<_>>();
     let r = |name: &str| crate::model::ObjectRef::new("Secret", "default", name);
-    let pem = super::tls::upstream_ca(&secrets, &r("with-ca")).unwrap();
+    let pem = upstream_ca(&secrets, &r("with-ca")).unwrap();
     assert_eq!(&*pem, root.pem());
     for (name, why) in [
         ("no-ca", "no ca.crt"),
         ("bad-ca", "no CERTIFICATE block"),
         ("missing", "not found"),
     ] {
-        let err = super::tls::upstream_ca(&secrets, &r(name)).unwrap_err();
+        let err = upstream_ca(&secrets, &r(name)).unwrap_err();
         assert!(err.contains(why), "{name}: {err}");
     }
     let other_ns = crate::model::ObjectRef::new("Secret", "elsewhere", "with-ca");
-    assert!(super::tls::upstream_ca(&secrets, &other_ns).is_err());
+    assert!(upstream_ca(&secrets, &other_ns).is_err());
 }

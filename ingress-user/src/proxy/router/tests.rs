@@ -21,7 +21,7 @@ fn snapshot(spec: &[(&str, PathKind, &str)]) -> Snapshot {
             service: format!("s{i}"),
             port: ServicePortRef::Number(80),
         };
-        backends.push(Backend::new(service, Vec::new(), None));
+        backends.push(std::sync::Arc::new(Backend::new(service, Vec::new(), None)));
         let route = PathRoute {
             host: None,
             path: (*path).into(),
