@@ -20,6 +20,7 @@ use k8s_openapi::{
 pub mod active;
 pub mod api_errors;
 pub mod file;
+mod file_watch;
 pub mod kube;
 pub mod kube_secrets;
 mod manifest;
