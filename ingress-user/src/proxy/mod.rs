@@ -6,11 +6,13 @@
 //! `forward::Forwarder::handle` (plain HTTP for a TLS host: 308 to HTTPS) → `router::find` over
 //! the current snapshot → backend pick (`balance`) → upstream via the worker's pooled client; `headers`
 //! rewrites the forwarding headers. `listener` owns port numbering and binding; `tls` the rustls
-//! configuration and certificate selection.
+//! configuration and certificate selection; `http2` the HTTP/2 limits and `h2streams` how the
+//! HTTP/2 streams of a connection are run (inside the connection's task).
 pub mod access;
 pub mod balance;
 pub mod forward;
 pub mod h1pool;
+pub mod h2streams;
 pub mod headers;
 pub mod http2;
 pub mod listener;

@@ -6,14 +6,15 @@
 //! that, on the HTTPS port, first runs the TLS handshake (`tls::handshake`), then is served by
 //! hyper-util's auto server (HTTP/1.1 keep-alive and upgrades such as WebSocket, HTTP/2 by ALPN over TLS or h2c prior knowledge,
 //! with the stream and reset limits of `http2`)
-//! through `Forwarder`. On
+//! through `Forwarder`; the HTTP/2 streams of a connection run inside its task
+//! (`h2streams::ConnectionStreams`), not as tasks of their own. On
 //! shutdown the worker stops accepting, lets in-flight requests finish (HTTP/1.1 connections are
 //! closed after their current response, HTTP/2 gets GOAWAY), and gives up after the grace period.
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::service::service_fn;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use tokio::{net::TcpStream, sync::mpsc, sync::watch};
@@ -21,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{
     forward::{Downstream, Forwarder, Limits, UpstreamTimeouts},
+    h2streams::ConnectionStreams,
     tls::{self, Stream},
 };
 use crate::{metrics::ProxyMetrics, publish::SnapshotReader};
@@ -64,6 +66,24 @@ struct Accepted {
 
 /// How long a draining worker announces `Connection: close` before closing idle connections.
 const ANNOUNCE_CLOSE: Duration = Duration::from_secs(1);
+
+/// The HTTP/1.1 and HTTP/2 server settings of one connection, whose HTTP/2 streams run on
+/// `streams` (inside the connection's task).
+fn connection_builder(
+    streams: ConnectionStreams,
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
+) -> auto::Builder<ConnectionStreams> {
+    let mut builder = auto::Builder::new(streams);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true)
+        .max_buf_size(max_header_bytes.max(8192));
+    super::http2::configure(&mut builder, max_header_bytes);
+    builder
+}
 
 /// Runs the worker until `shutdown` becomes true, then drains. Blocks the calling thread.
 pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
@@ -109,9 +129,7 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
         }
         drop(tx);
 
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(spec.header_read_timeout).keep_alive(true).max_buf_size(spec.limits.max_header_bytes.max(8192));
-        super::http2::configure(&mut builder, spec.limits.max_header_bytes);
+        let (header_read_timeout, max_header_bytes) = (spec.header_read_timeout, spec.limits.max_header_bytes);
         let graceful = GracefulShutdown::new();
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tracing::debug!(slot, "worker running");
@@ -142,7 +160,6 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
                     // Taken now, so a connection still in its TLS handshake counts as open for
                     // the drain below.
                     let watcher = graceful.watcher();
-                    let builder = builder.clone();
                     let metrics = spec.metrics.clone();
                     metrics.connections.inc();
                     metrics.open_connections.inc();
@@ -152,8 +169,10 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
                             Some(acceptor) => tls::handshake(&acceptor, stream, peer, &metrics).await,
                         };
                         if let Some(stream) = stream {
+                            let streams = ConnectionStreams::default();
+                            let builder = connection_builder(streams.clone(), header_read_timeout, max_header_bytes);
                             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                            if let Err(err) = watcher.watch(conn.into_owned()).await {
+                            if let Err(err) = streams.serve(watcher.watch(conn.into_owned())).await {
                                 tracing::debug!(%peer, error = %err, "connection ended with an error");
                             }
                         }
