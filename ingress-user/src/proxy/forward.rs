@@ -184,7 +184,11 @@ impl Forwarder {
                 peer: &down.forwarded,
                 trusted: self.trusted.contains(down.forwarded.ip),
                 proto: if down.tls { "https" } else { "http" },
-                host,
+                // Shared, not copied; empty when it is not visible ASCII (as `host` is).
+                host: match host.is_empty() {
+                    true => &EMPTY_HOST,
+                    false => &host_value,
+                },
             },
             || self.ids.next(),
         );
@@ -463,6 +467,8 @@ fn is_length_limit(err: &UpstreamError) -> bool {
     }
     false
 }
+
+static EMPTY_HOST: HeaderValue = HeaderValue::from_static("");
 
 /// The host a request is for: the URI authority (HTTP/2, absolute-form) or the Host header; empty
 /// when neither is there. A Host header is shared, not copied.
