@@ -212,15 +212,10 @@ fn an_unchanged_file_is_not_read_again_and_a_changed_one_is() {
     );
     // ... but the same text is not parsed again: the same objects are served.
     let second = src.load();
-    let d = |r: &LoadReport| {
-        r.inputs
-            .services
-            .iter()
-            .find(|s| s.metadata.name.as_deref() == Some("d"))
-            .cloned()
-            .unwrap()
-    };
-    assert!(std::sync::Arc::ptr_eq(&d(&first), &d(&second)));
+    assert!(std::sync::Arc::ptr_eq(
+        &service(&first, "d"),
+        &service(&second, "d")
+    ));
 }
 
 #[test]
@@ -239,6 +234,16 @@ fn a_stamp_is_trusted_only_when_equal_and_older_than_the_read() {
     assert!(!stamp.still_valid(&stamp, now, None));
     let moved = Stamp { ino: 9, ..stamp };
     assert!(!stamp.still_valid(&moved, now, old));
+}
+
+/// The Service `name` a load served.
+fn service(r: &LoadReport, name: &str) -> std::sync::Arc<k8s_openapi::api::core::v1::Service> {
+    r.inputs
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no Service {name} served"))
 }
 
 fn error_texts(r: &LoadReport) -> Vec<String> {
@@ -293,15 +298,10 @@ async fn a_watched_folder_reads_only_what_changed_and_reports_everything() {
     assert_eq!(error_texts(&r), error_texts(&fresh(d)));
     assert_eq!(r.errors.len(), 2);
     // Unchanged files keep their objects (the same `Arc`s, for the translator's reuse).
-    let s01 = |r: &LoadReport| {
-        r.inputs
-            .services
-            .iter()
-            .find(|s| s.metadata.name.as_deref() == Some("s01"))
-            .cloned()
-            .unwrap()
-    };
-    assert!(std::sync::Arc::ptr_eq(&s01(&first), &s01(&r)));
+    assert!(std::sync::Arc::ptr_eq(
+        &service(&first, "s01"),
+        &service(&r, "s01")
+    ));
 
     // Nothing happened: nothing is looked at.
     let idle = src.load();
