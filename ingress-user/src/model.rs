@@ -79,10 +79,6 @@ impl fmt::Display for ServiceBackendRef {
     }
 }
 
-/// Index of a `Backend` in `Snapshot::backends`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BackendIdx(pub usize);
-
 /// A resolved backend: the ready endpoints of one Service port, with its selection strategy and
 /// state. Routes naming the same Service port with the same strategy share one `Backend`.
 #[derive(Debug)]
@@ -196,7 +192,8 @@ pub struct PathRoute {
     /// As written in the Ingress (for `Prefix`, normalized: no trailing slash except for `/`).
     pub path: String,
     pub kind: PathKind,
-    pub backend: BackendIdx,
+    /// One of `Snapshot::backends` (compared by value).
+    pub backend: Arc<Backend>,
     /// The Ingress this route came from.
     pub ingress: ObjectRef,
     /// The compiled pattern of an `ImplementationSpecific` path (anchored at the start).
@@ -247,10 +244,12 @@ impl HostRoutes {
 /// default backend for requests nothing else matches.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouteTable {
-    pub hosts: HashMap<String, HostRoutes>,
+    /// Each host's routes behind an `Arc`, so a rebuild that leaves a host alone shares them
+    /// with the previous snapshot (`translate::Translator`).
+    pub hosts: HashMap<Arc<str>, Arc<HostRoutes>>,
     /// Wildcard hosts by the suffix after `*.` (`*.example.com` is under `example.com`).
-    pub wildcards: HashMap<String, HostRoutes>,
-    pub any_host: HostRoutes,
+    pub wildcards: HashMap<Arc<str>, Arc<HostRoutes>>,
+    pub any_host: Arc<HostRoutes>,
     /// The oldest Ingress's `spec.defaultBackend`, else the daemon's `--default-backend`.
     pub default_backend: Option<PathRoute>,
 }
@@ -407,10 +406,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn backend(&self, idx: BackendIdx) -> &Backend {
-        &self.backends[idx.0]
-    }
-
     /// Takes over the selection and health state of `previous` (the snapshot this one replaces)
     /// for every backend both have (same Service port, strategy and upstream options), endpoint
     /// by endpoint where the endpoint is still there: a reload neither sends traffic back to an

@@ -437,11 +437,7 @@ fn reload(
     let started = std::time::Instant::now();
     let report = source.load();
     let (snapshot, diagnostics) = translator.translate(&report.inputs);
-    let services = snapshot
-        .backends
-        .iter()
-        .map(|b| (b.service.namespace.clone(), b.service.service.clone()))
-        .collect();
+    let backends = snapshot.backends.clone();
     for d in &diagnostics {
         tracing::warn!("{d}");
     }
@@ -458,7 +454,6 @@ fn reload(
             .map(|h| h.paths.len())
             .sum::<usize>()
         + snapshot.routes.any_host.paths.len();
-    let backends = snapshot.backends.len();
     let generation = publisher.publish(snapshot);
     metrics.config.generation.set(generation as i64);
     metrics.config.manifest_errors.set(report.errors as i64);
@@ -481,7 +476,7 @@ fn reload(
         generation,
         files = report.files,
         routes,
-        backends,
+        backends = backends.len(),
         problems = report.errors + diagnostics.len(),
         took_ms = started.elapsed().as_secs_f64() * 1000.0,
         "configuration published"
@@ -489,6 +484,6 @@ fn reload(
     Report {
         inputs: report.inputs,
         diagnostics,
-        services,
+        backends,
     }
 }

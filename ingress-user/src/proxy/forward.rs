@@ -170,7 +170,7 @@ impl Forwarder {
             None => router::find(&snapshot, host, path),
         };
         let chosen = routed.map(|route| {
-            let backend = snapshot.backend(route.backend);
+            let backend = &*route.backend;
             let info = RequestInfo {
                 client: down.peer.ip(),
                 uri: req.uri().path_and_query().map_or("/", |pq| pq.as_str()),

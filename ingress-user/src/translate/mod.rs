@@ -13,13 +13,10 @@
 //! `proxy::router::find`). `tls::collect` builds the TLS hosts and their certificates from the
 //! served Ingresses' `spec.tls` and the Secrets. Anything invalid is left out with a `Diagnostic`
 //! naming the object and field; the rest is built as if it were absent.
-use std::{collections::HashMap, fmt};
+use std::fmt;
 
 use crate::{
-    model::{
-        BackendIdx, HostRoutes, ObjectRef, PathKind, PathRoute, RouteTable, ServiceBackendRef,
-        Snapshot, Strategy, UpstreamOptions,
-    },
+    model::{ObjectRef, PathKind, ServiceBackendRef, Snapshot, Strategy, UpstreamOptions},
     proxy::balance::SessionKey,
     source::Inputs,
 };
@@ -32,6 +29,7 @@ mod options_tests;
 mod reuse;
 #[cfg(test)]
 mod reuse_tests;
+mod route_reuse;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -123,12 +121,14 @@ pub fn translate_with(inputs: &Inputs, options: &Options) -> (Snapshot, Vec<Diag
 }
 
 /// Rebuilds snapshots one after the other with the same `Options`, reusing what the previous
-/// build resolved from objects that did not change (`reuse`): each result equals
-/// `translate_with` of the same inputs.
+/// build made from objects that did not change (`reuse` for backends, `route_reuse` for each
+/// Ingress's checked routes and each host's route table): each result equals `translate_with` of
+/// the same inputs.
 #[derive(Debug)]
 pub struct Translator {
     options: Options,
     backends: reuse::BackendCache,
+    routes: route_reuse::RouteCache,
 }
 
 impl Translator {
@@ -136,6 +136,7 @@ impl Translator {
         Self {
             options,
             backends: reuse::BackendCache::default(),
+            routes: route_reuse::RouteCache::default(),
         }
     }
 
@@ -145,7 +146,12 @@ impl Translator {
 
     /// Builds the snapshot (generation 0: `publish` numbers it) and the sorted diagnostics.
     pub fn translate(&mut self, inputs: &Inputs) -> (Snapshot, Vec<Diagnostic>) {
-        build(inputs, &self.options, &mut self.backends)
+        let Self {
+            options,
+            backends,
+            routes,
+        } = self;
+        build(inputs, options, backends, routes)
     }
 }
 
@@ -153,10 +159,15 @@ fn build(
     inputs: &Inputs,
     options: &Options,
     cache: &mut reuse::BackendCache,
+    route_cache: &mut route_reuse::RouteCache,
 ) -> (Snapshot, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let ingresses = classes::served(&inputs.ingresses, &inputs.ingress_classes, &options.classes);
-    let collected = routes::collect(&ingresses, &options.load_balance, &mut diags);
+    let units = route_cache.units(&ingresses, &options.load_balance);
+    for unit in &units {
+        diags.extend_from_slice(&unit.diags);
+    }
+    let collected = routes::collect(&units, &mut diags);
     // The daemon's default backend stands in when no Ingress sets one.
     let flag_default = match (&collected.default_backend, &options.default_backend) {
         (None, Some(service)) => Some(routes::Draft {
@@ -168,23 +179,31 @@ fn build(
             strategy: options.load_balance.clone(),
             upstream: UpstreamOptions::default(),
             ingress: flag_object(service),
-            backend_field: "--default-backend".to_owned(),
+            at: routes::Declared::Flag,
+            key_hash: routes::key_hash(service, &options.load_balance, &UpstreamOptions::default()),
         }),
         _ => None,
     };
-    let default_draft = collected.default_backend.as_ref().or(flag_default.as_ref());
+    let default_draft = collected.default_backend.or(flag_default.as_ref());
 
     let resolver = backends::Resolver::new(&inputs.services, &inputs.endpoint_slices);
-    // The distinct (service, strategy, upstream) keys in sorted order; a route finds its
-    // backend's index by binary search (a sorted Vec: no tree nodes to allocate per rebuild).
-    let mut wanted: Vec<_> = collected
-        .routes
-        .iter()
+    // The distinct (service, strategy, upstream) keys in sorted order (hash first), and which
+    // of them each draft (the routes, then the default backend) names.
+    let drafts: Vec<&routes::Draft> = (collected.routes.iter().copied())
         .chain(default_draft)
-        .map(|d| (&d.service, &d.strategy, &d.upstream))
         .collect();
-    wanted.sort_unstable();
-    wanted.dedup();
+    let mut keyed: Vec<_> = (drafts.iter().enumerate())
+        .map(|(i, d)| ((d.key_hash, &d.service, &d.strategy, &d.upstream), i))
+        .collect();
+    keyed.sort_unstable();
+    let mut wanted: Vec<reuse::Wanted<'_>> = Vec::new();
+    let mut key_of = vec![0; drafts.len()];
+    for (key, i) in keyed {
+        if wanted.last() != Some(&key) {
+            wanted.push(key);
+        }
+        key_of[i] = wanted.len() - 1;
+    }
     let built = cache.resolve(
         &wanted,
         &resolver,
@@ -193,54 +212,28 @@ fn build(
         &mut diags,
     );
     let backends = built.iter().map(|b| b.backend.clone()).collect();
-    let mut route = |d: &routes::Draft| {
-        let i = wanted
-            .binary_search(&(&d.service, &d.strategy, &d.upstream))
-            .expect("every draft's backend is wanted");
-        let problem = &built[i].problem;
-        if let Some(p) = problem {
-            let field = match d.backend_field.as_str() {
-                "--default-backend" => format!("--default-backend ({})", p.field),
-                f => format!("{f}.service.{}", p.field),
-            };
-            diags.push(Diagnostic::new(&d.ingress, field, p.reason.clone()));
+    // Each draft's backend; a problem of that backend is reported on the draft's field.
+    let resolved: Vec<_> = (drafts.iter().zip(&key_of))
+        .map(|(&d, &k)| {
+            let b = &built[k];
+            if let Some(p) = &b.problem {
+                let field = d.service_field(p.field);
+                diags.push(Diagnostic::new(&d.ingress, field, p.reason.clone()));
+            }
+            (d, &b.backend)
+        })
+        .collect();
+    let (resolved, default_backend) = match default_draft {
+        Some(_) => {
+            let (d, b) = resolved[resolved.len() - 1];
+            (
+                &resolved[..resolved.len() - 1],
+                Some(route_reuse::path_route(d, b)),
+            )
         }
-        PathRoute {
-            host: d.host.clone(),
-            path: d.path.clone(),
-            kind: d.kind,
-            backend: BackendIdx(i),
-            ingress: d.ingress.clone(),
-            regex: d.regex.clone(),
-            metric: crate::model::RouteMetric::new(&d.ingress, d.host.as_deref(), &d.path),
-        }
+        None => (&resolved[..], None),
     };
-
-    let mut hosts: HashMap<String, Vec<PathRoute>> = HashMap::new();
-    let mut wildcards: HashMap<String, Vec<PathRoute>> = HashMap::new();
-    let mut any_host = Vec::new();
-    for d in &collected.routes {
-        let path = route(d);
-        match d.host.as_deref() {
-            None => any_host.push(path),
-            Some(h) => match h.strip_prefix("*.") {
-                Some(rest) => wildcards.entry(rest.to_owned()).or_default().push(path),
-                None => hosts.entry(h.to_owned()).or_default().push(path),
-            },
-        }
-    }
-    let default_backend = default_draft.map(&mut route);
-    let compile = |m: HashMap<String, Vec<PathRoute>>| {
-        m.into_iter()
-            .map(|(h, paths)| (h, HostRoutes::new(paths)))
-            .collect()
-    };
-    let routes = RouteTable {
-        hosts: compile(hosts),
-        wildcards: compile(wildcards),
-        any_host: HostRoutes::new(any_host),
-        default_backend,
-    };
+    let routes = route_cache.table(resolved, default_backend);
     let tls = tls::collect(&ingresses, &inputs.secrets, &mut diags);
 
     diags.sort();

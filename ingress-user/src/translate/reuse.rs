@@ -30,12 +30,19 @@ use crate::{
     proxy::balance::SessionKey,
 };
 
-/// What a backend is keyed by: the routes naming it share it.
-pub(super) type Wanted<'a> = (&'a ServiceBackendRef, &'a Strategy, &'a UpstreamOptions);
+/// What a backend is keyed by: the routes naming it share it. First the key's hash
+/// (`routes::Draft::key_hash`), so that sorting and comparing keys rarely compares names.
+pub(super) type Wanted<'a> = (
+    u64,
+    &'a ServiceBackendRef,
+    &'a Strategy,
+    &'a UpstreamOptions,
+);
 
 /// One resolved backend and the objects it was resolved from.
 #[derive(Debug)]
 pub(super) struct Built {
+    hash: u64,
     service: ServiceBackendRef,
     strategy: Strategy,
     upstream: UpstreamOptions,
@@ -81,7 +88,7 @@ impl Objects {
     }
 }
 
-/// The previous build's backends, sorted by key.
+/// The previous build's backends, sorted by key (hash first).
 #[derive(Debug, Default)]
 pub(super) struct BackendCache {
     built: Vec<Built>,
@@ -102,9 +109,9 @@ impl BackendCache {
         let mut built = Vec::with_capacity(wanted.len());
         for &w in wanted {
             while previous.next_if(|b| b.key() < w).is_some() {}
-            let (service, slices) = resolver.inputs(w.0);
+            let (service, slices) = resolver.inputs(w.1);
             let ca =
-                w.2.ssl_secret
+                w.3.ssl_secret
                     .as_ref()
                     .and_then(|r| tls::find_secret(secrets, r));
             let entry = match previous.next_if(|b| b.key() == w) {
@@ -128,13 +135,13 @@ impl BackendCache {
 
 impl Built {
     fn key(&self) -> Wanted<'_> {
-        (&self.service, &self.strategy, &self.upstream)
+        (self.hash, &self.service, &self.strategy, &self.upstream)
     }
 }
 
 /// Resolves one backend (what `translate` did for every backend before reuse).
 fn fresh(w: Wanted<'_>, inputs: Objects, resolver: &Resolver<'_>, key: &SessionKey) -> Built {
-    let (service, strategy, upstream) = w;
+    let (hash, service, strategy, upstream) = w;
     let mut diags = Vec::new();
     let (mut backend, problem) = resolver.resolve(service, strategy.clone(), key, &mut diags);
     backend.upstream = upstream.clone();
@@ -145,6 +152,7 @@ fn fresh(w: Wanted<'_>, inputs: Objects, resolver: &Resolver<'_>, key: &SessionK
         }
     }
     Built {
+        hash,
         service: service.clone(),
         strategy: strategy.clone(),
         upstream: upstream.clone(),

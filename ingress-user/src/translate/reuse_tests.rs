@@ -1,6 +1,7 @@
 //! `Translator` (reuse of the previous build) against `translate_with` (from scratch): after each
 //! kind of change, the incremental snapshot and diagnostics equal the fresh ones, the backends
-//! whose objects did not change are the previous build's (same `Arc`), and the others are not.
+//! whose objects did not change are the previous build's (same `Arc`), and the others are not;
+//! likewise each host's route table (`route_reuse`).
 use std::sync::Arc;
 
 use k8s_openapi::{api::core::v1::Secret, ByteString};
@@ -149,7 +150,7 @@ fn backend<'a>(s: &'a Snapshot, wanted: &str) -> Option<&'a Arc<crate::model::Ba
     s.backends.iter().find(|b| label(b) == wanted)
 }
 
-/// Every backend of `base`, in index order.
+/// Every backend of `base`, sorted.
 const ALL: [&str; 5] = [
     "a:80 RoundRobin",
     "a:http Ewma",
@@ -158,9 +159,13 @@ const ALL: [&str; 5] = [
     "s:443 RoundRobin",
 ];
 
+/// Every host of `base`.
+const HOSTS: [&str; 4] = ["gone.example", "one.example", "tls.example", "two.example"];
+
 /// Builds `base`, then `changed` incrementally; checks it against a fresh build, and that of
-/// the backends in `ALL` still there, those of `kept` are the first build's and no other is.
-fn check(name: &str, change: impl FnOnce(&mut Inputs), kept: &[&str]) {
+/// the backends in `ALL` still there, those of `kept` are the first build's and no other is;
+/// likewise the route tables of the hosts in `HOSTS` and `hosts_kept`.
+fn check(name: &str, change: impl FnOnce(&mut Inputs), kept: &[&str], hosts_kept: &[&str]) {
     let options = Options::default();
     let mut translator = Translator::new(options.clone());
     let inputs = base();
@@ -179,7 +184,8 @@ fn check(name: &str, change: impl FnOnce(&mut Inputs), kept: &[&str]) {
     let (want, want_diags) = translate_with(&changed, &options);
     assert_eq!(got, want, "{name}: snapshot");
     assert_eq!(got_diags, want_diags, "{name}: diagnostics");
-    let all: Vec<_> = first.backends.iter().map(|b| label(b)).collect();
+    let mut all: Vec<_> = first.backends.iter().map(|b| label(b)).collect();
+    all.sort();
     assert_eq!(all, ALL, "{name}: the first build's backends");
     for s in ALL {
         let (Some(before), Some(after)) = (backend(&first, s), backend(&got, s)) else {
@@ -193,13 +199,26 @@ fn check(name: &str, change: impl FnOnce(&mut Inputs), kept: &[&str]) {
             "{name}: backend {s} reused: {reused}"
         );
     }
+    for h in HOSTS {
+        let (Some(before), Some(after)) = (first.routes.hosts.get(h), got.routes.hosts.get(h))
+        else {
+            assert!(!hosts_kept.contains(&h), "{name}: host {h} is gone");
+            continue;
+        };
+        let reused = Arc::ptr_eq(before, after);
+        assert_eq!(
+            reused,
+            hosts_kept.contains(&h),
+            "{name}: routes of {h} reused: {reused}"
+        );
+    }
     // Publishing carries state over from the previous snapshot without touching shared ones.
     got.inherit(&first);
 }
 
 #[test]
 fn unchanged_inputs_reuse_every_backend() {
-    check("nothing", |_| {}, &ALL);
+    check("nothing", |_| {}, &ALL, &HOSTS);
 }
 
 #[test]
@@ -219,6 +238,7 @@ fn ingress_edit_reuses_every_backend_still_named() {
             )
         },
         &ALL,
+        &["gone.example", "tls.example", "two.example"],
     );
 }
 
@@ -242,6 +262,7 @@ fn ingress_annotation_edit_changes_its_backends_keys() {
             "nothere:80 RoundRobin",
             "s:443 RoundRobin",
         ],
+        &["gone.example", "one.example", "tls.example"],
     );
 }
 
@@ -260,6 +281,7 @@ fn endpoint_slice_edit_rebuilds_only_its_service() {
             )
         },
         &["b:81 Ewma", "nothere:80 RoundRobin", "s:443 RoundRobin"],
+        &["gone.example", "tls.example"],
     );
 }
 
@@ -272,6 +294,7 @@ fn endpoint_slice_removed_rebuilds_only_its_service() {
                 .retain(|s| s.metadata.name.as_deref() != Some("a-2"))
         },
         &["b:81 Ewma", "nothere:80 RoundRobin", "s:443 RoundRobin"],
+        &["gone.example", "tls.example"],
     );
 }
 
@@ -289,6 +312,7 @@ fn service_removed_rebuilds_only_its_backends() {
             "nothere:80 RoundRobin",
             "s:443 RoundRobin",
         ],
+        &["gone.example", "one.example", "tls.example"],
     );
 }
 
@@ -308,6 +332,7 @@ fn service_added_resolves_the_backend_that_named_it() {
             "b:81 Ewma",
             "s:443 RoundRobin",
         ],
+        &["one.example", "tls.example", "two.example"],
     );
 }
 
@@ -333,6 +358,57 @@ fn secret_change_rebuilds_the_backend_reading_it() {
             )
         },
         &others,
+        &["gone.example", "one.example", "two.example"],
     );
-    check("secret removed", |i| i.secrets.clear(), &others);
+    let hosts = ["gone.example", "one.example", "two.example"];
+    check("secret removed", |i| i.secrets.clear(), &others, &hosts);
+}
+
+#[test]
+fn ingress_removed_and_added_touch_only_their_hosts() {
+    check(
+        "ingress removed",
+        |i| {
+            i.ingresses
+                .retain(|o| o.metadata.name.as_deref() != Some("gone"))
+        },
+        &[
+            "a:80 RoundRobin",
+            "a:http Ewma",
+            "b:81 Ewma",
+            "s:443 RoundRobin",
+        ],
+        &["one.example", "tls.example", "two.example"],
+    );
+    let added = Inputs::from_yaml(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: new, namespace: web}\n\
+         spec:\n  rules:\n  - host: new.example\n    http:\n      paths: [{path: /, pathType: Prefix, \
+         backend: {service: {name: a, port: {number: 80}}}}]\n",
+    )
+    .unwrap();
+    check(
+        "ingress added",
+        |i| i.ingresses.extend(added.ingresses),
+        &ALL,
+        &HOSTS,
+    );
+}
+
+#[test]
+fn a_lost_conflict_moves_the_route_to_the_next_oldest_ingress() {
+    // `one` (older) leaves one.example: `late`'s claim on it wins now, with its own backend.
+    check(
+        "winner removed",
+        |i| {
+            i.ingresses
+                .retain(|o| o.metadata.name.as_deref() != Some("one"))
+        },
+        &[
+            "a:http Ewma",
+            "b:81 Ewma",
+            "nothere:80 RoundRobin",
+            "s:443 RoundRobin",
+        ],
+        &["gone.example", "tls.example", "two.example"],
+    );
 }

@@ -1,16 +1,18 @@
 //! Ingress rules → route drafts: which (host, path, path type) goes to which Service port with
 //! which balancing strategy, and which Ingress wins when two claim the same one.
 //!
-//! Ingresses are visited oldest first (`metadata.creationTimestamp`, then namespace/name; objects
-//! without a timestamp count as newest), each one's rules in order. The first claim on a (host,
-//! path, type) key wins; every later claim is a diagnostic on the loser. Likewise the oldest
-//! `spec.defaultBackend` is the default backend, and later ones are diagnostics. Invalid rules,
-//! paths (an `ImplementationSpecific` path is a regular expression, compiled here) and backends
-//! are diagnostics too, and skipped. Each Ingress's annotations give the strategy of the backends
-//! it names (`annotations`). `translate` then resolves the winners' backends (see `backends`) and
-//! builds the route table.
+//! `ingress_routes` checks one Ingress on its own: invalid rules, paths (an
+//! `ImplementationSpecific` path is a regular expression, compiled here) and backends are
+//! diagnostics, and skipped; its annotations give the strategy of the backends it names
+//! (`annotations`). The result depends only on that Ingress, so `route_reuse` keeps it while the
+//! Ingress is unchanged. `collect` then visits the served Ingresses oldest first
+//! (`metadata.creationTimestamp`, then namespace/name; objects without a timestamp count as
+//! newest), each one's rules in order: the first claim on a (host, path, type) key wins and every
+//! later claim is a diagnostic on the loser; likewise the oldest `spec.defaultBackend` is the
+//! default backend, and later ones are diagnostics. `translate` then resolves the winners'
+//! backends (see `backends`) and builds the route table.
 use std::{
-    collections::{btree_map::Entry, BTreeMap, HashMap},
+    collections::{hash_map::Entry, HashMap},
     sync::Arc,
 };
 
@@ -21,7 +23,7 @@ use crate::model::{
     ObjectRef, PathKind, PathRegex, ServiceBackendRef, ServicePortRef, Strategy, UpstreamOptions,
 };
 
-/// One winning route, before its backend is resolved.
+/// One route an Ingress asks for, checked, before its backend is resolved.
 #[derive(Clone, Debug)]
 pub(super) struct Draft {
     /// Lowercase host (`*.example.com` for a wildcard); `None` for rules without host.
@@ -33,93 +35,166 @@ pub(super) struct Draft {
     pub strategy: Strategy,
     pub upstream: UpstreamOptions,
     pub ingress: ObjectRef,
-    /// Where the backend is written, e.g. `spec.rules[0].http.paths[1].backend`.
-    pub backend_field: String,
+    /// Where the route is declared (formatted only for diagnostics).
+    pub at: Declared,
+    /// `key_hash` of (service, strategy, upstream): what its backend is keyed by.
+    pub key_hash: u64,
 }
 
-/// The winners: routes in key order, and the default backend.
-#[derive(Debug, Default)]
-pub(super) struct Collected {
+/// A fixed hash of a backend key (the same in every build, so backends sort the same way).
+pub(super) fn key_hash(
+    service: &ServiceBackendRef,
+    strategy: &Strategy,
+    upstream: &UpstreamOptions,
+) -> u64 {
+    use std::hash::BuildHasher as _;
+    foldhash::fast::FixedState::with_seed(0).hash_one((service, strategy, upstream))
+}
+
+/// Where a `Draft` comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Declared {
+    /// `spec.rules[rule].http.paths[path]`.
+    Path { rule: usize, path: usize },
+    /// `spec.defaultBackend`.
+    DefaultBackend,
+    /// The daemon's `--default-backend`.
+    Flag,
+}
+
+impl Draft {
+    /// The field that declares the route, e.g. `spec.rules[0].http.paths[1]`.
+    pub fn field(&self) -> String {
+        match self.at {
+            Declared::Path { rule, path } => format!("spec.rules[{rule}].http.paths[{path}]"),
+            Declared::DefaultBackend => "spec.defaultBackend".to_owned(),
+            Declared::Flag => "--default-backend".to_owned(),
+        }
+    }
+
+    /// The field a problem of the route's Service (`name` or `port`) is reported on.
+    pub fn service_field(&self, sub: &str) -> String {
+        match self.at {
+            Declared::Flag => format!("--default-backend ({sub})"),
+            Declared::Path { .. } => format!("{}.backend.service.{sub}", self.field()),
+            Declared::DefaultBackend => format!("spec.defaultBackend.service.{sub}"),
+        }
+    }
+}
+
+/// What one Ingress asks for, checked: its valid routes and default backend, and the
+/// diagnostics about the rest and about its annotations. Depends on nothing but the Ingress and
+/// the global strategy, so it is built once per version of the Ingress (`route_reuse`).
+#[derive(Debug)]
+pub(super) struct IngressRoutes {
+    /// The Ingress it was built from (held, so its address identifies this version).
+    pub ingress: Arc<Ingress>,
     pub routes: Vec<Draft>,
     pub default_backend: Option<Draft>,
+    pub diags: Vec<Diagnostic>,
 }
 
-type Key = (Option<String>, String, PathKind);
-
-/// Every route the Ingresses ask for, conflicts resolved; `default_strategy` is the global one.
-pub(super) fn collect(
-    ingresses: &[Arc<Ingress>],
+/// Checks one Ingress's rules, default backend and annotations. `regexes` shares compiled
+/// `ImplementationSpecific` programs between the Ingresses checked together.
+pub(super) fn ingress_routes(
+    ingress: &Arc<Ingress>,
     default_strategy: &Strategy,
+    regexes: &mut HashMap<String, PathRegex>,
+) -> IngressRoutes {
+    let mut diags = Vec::new();
+    let me = ObjectRef::new(
+        "Ingress",
+        namespace(ingress),
+        ingress.metadata.name.as_deref().unwrap_or(""),
+    );
+    let annotations = ingress.metadata.annotations.as_ref();
+    let strategy = annotations::strategy(annotations, &me, default_strategy, &mut diags);
+    let upstream = annotations::upstream(annotations, &me, &mut diags);
+    let default_backend = default_draft(ingress, &me, &strategy, &upstream, &mut diags);
+    let routes = drafts(ingress, &me, &strategy, &upstream, regexes, &mut diags);
+    IngressRoutes {
+        ingress: ingress.clone(),
+        routes,
+        default_backend,
+        diags,
+    }
+}
+
+/// The winners: routes (in no particular order), and the default backend.
+#[derive(Debug, Default)]
+pub(super) struct Collected<'a> {
+    pub routes: Vec<&'a Draft>,
+    pub default_backend: Option<&'a Draft>,
+}
+
+/// Settles the claims of `units` (the served Ingresses, in any order) on (host, path, type)
+/// keys and on the default backend: the oldest Ingress wins, the others get a diagnostic.
+pub(super) fn collect<'a>(
+    units: &'a [Arc<IngressRoutes>],
     diags: &mut Vec<Diagnostic>,
-) -> Collected {
-    let mut ordered: Vec<&Ingress> = ingresses.iter().map(|i| &**i).collect();
-    ordered.sort_by_key(|i| {
+) -> Collected<'a> {
+    let mut ordered: Vec<&IngressRoutes> = units.iter().map(|u| &**u).collect();
+    ordered.sort_by_key(|u| {
+        let i = &*u.ingress;
         let ts = i.metadata.creation_timestamp.as_ref();
         (ts.is_none(), ts, namespace(i), i.metadata.name.as_deref())
     });
-    let mut winners: BTreeMap<Key, (Draft, String)> = BTreeMap::new();
-    let mut default_backend: Option<Draft> = None;
-    // Equal patterns share one compiled program (thousands of Ingresses often repeat a few).
-    let mut regexes = HashMap::new();
-    for ingress in ordered {
-        let me = ObjectRef::new(
-            "Ingress",
-            namespace(ingress),
-            ingress.metadata.name.as_deref().unwrap_or(""),
-        );
-        let strategy = annotations::strategy(
-            ingress.metadata.annotations.as_ref(),
-            &me,
-            default_strategy,
-            diags,
-        );
-        let upstream = annotations::upstream(ingress.metadata.annotations.as_ref(), &me, diags);
-        if let Some(draft) = default_draft(ingress, &me, &strategy, &upstream, diags) {
-            match &default_backend {
+    let mut winners: HashMap<(Option<&str>, &str, PathKind), &Draft, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(units.len(), Default::default());
+    let mut default_backend: Option<&Draft> = None;
+    for unit in ordered {
+        if let Some(draft) = &unit.default_backend {
+            match default_backend {
                 None => default_backend = Some(draft),
                 Some(winner) => {
                     let reason = format!(
                         "the default backend is already set by {} (older, or same age and first by name); ignored",
                         winner.ingress
                     );
-                    diags.push(Diagnostic::new(&me, "spec.defaultBackend", reason));
+                    diags.push(Diagnostic::new(
+                        &draft.ingress,
+                        "spec.defaultBackend",
+                        reason,
+                    ));
                 }
             }
         }
-        for (field, draft) in drafts(ingress, &me, &strategy, &upstream, &mut regexes, diags) {
-            let key = (draft.host.clone(), draft.path.clone(), draft.kind);
+        for draft in &unit.routes {
+            let key = (draft.host.as_deref(), draft.path.as_str(), draft.kind);
             match winners.entry(key) {
                 Entry::Vacant(v) => {
-                    v.insert((draft, field));
+                    v.insert(draft);
                 }
-                Entry::Occupied(o) => {
-                    let (winner, winner_field) = o.get();
-                    let by = if winner.ingress == me {
-                        format!("{winner_field} of this Ingress")
-                    } else {
-                        format!("{} (older, or same age and first by name)", winner.ingress)
-                    };
-                    let place = match &draft.host {
-                        Some(h) => format!("host {h}"),
-                        None => "any host".to_owned(),
-                    };
-                    let kind = match draft.kind {
-                        PathKind::ImplementationSpecific => "ImplementationSpecific".to_owned(),
-                        k => format!("{k:?}"),
-                    };
-                    let reason = format!(
-                        "{place}, path {} ({kind}) is already routed by {by}; ignored",
-                        draft.path
-                    );
-                    diags.push(Diagnostic::new(&me, field, reason));
-                }
+                Entry::Occupied(o) => diags.push(conflict(o.get(), draft)),
             }
         }
     }
     Collected {
-        routes: winners.into_values().map(|(d, _)| d).collect(),
+        routes: winners.into_values().collect(),
         default_backend,
     }
+}
+
+/// The diagnostic on `loser`, whose (host, path, type) key `winner` already routes.
+fn conflict(winner: &Draft, loser: &Draft) -> Diagnostic {
+    let by = if winner.ingress == loser.ingress {
+        format!("{} of this Ingress", winner.field())
+    } else {
+        format!("{} (older, or same age and first by name)", winner.ingress)
+    };
+    let place = match &loser.host {
+        Some(h) => format!("host {h}"),
+        None => "any host".to_owned(),
+    };
+    let kind = match loser.kind {
+        PathKind::ImplementationSpecific => "ImplementationSpecific".to_owned(),
+        k => format!("{k:?}"),
+    };
+    let reason = format!(
+        "{place}, path {} ({kind}) is already routed by {by}; ignored",
+        loser.path
+    );
+    Diagnostic::new(&loser.ingress, loser.field(), reason)
 }
 
 fn namespace(i: &Ingress) -> &str {
@@ -139,9 +214,9 @@ fn default_draft(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Draft> {
     let default = ingress.spec.as_ref()?.default_backend.as_ref()?;
-    let field = "spec.defaultBackend".to_owned();
-    let service = backend_ref(default, me, &field, diags)?;
+    let service = backend_ref(default, me, "spec.defaultBackend", diags)?;
     Some(Draft {
+        key_hash: key_hash(&service, strategy, upstream),
         host: None,
         path: "/".to_owned(),
         kind: PathKind::Prefix,
@@ -150,11 +225,11 @@ fn default_draft(
         strategy: strategy.clone(),
         upstream: upstream.clone(),
         ingress: me.clone(),
-        backend_field: field,
+        at: Declared::DefaultBackend,
     })
 }
 
-/// The valid routes of one Ingress, each with the field that declares it.
+/// The valid routes of one Ingress.
 fn drafts(
     ingress: &Ingress,
     me: &ObjectRef,
@@ -162,7 +237,7 @@ fn drafts(
     upstream: &UpstreamOptions,
     regexes: &mut HashMap<String, PathRegex>,
     diags: &mut Vec<Diagnostic>,
-) -> Vec<(String, Draft)> {
+) -> Vec<Draft> {
     let mut out = Vec::new();
     let Some(spec) = &ingress.spec else {
         return out;
@@ -182,20 +257,22 @@ fn drafts(
             continue; // a host with no paths (e.g. only for TLS): nothing to route
         };
         for (p, path) in http.paths.iter().enumerate() {
-            let field = format!("spec.rules[{r}].http.paths[{p}]");
+            let at = Declared::Path { rule: r, path: p };
             let (route_path, kind, regex) =
                 match check_path(path.path.as_deref(), &path.path_type, regexes) {
                     Ok(ok) => ok,
                     Err((sub, reason)) => {
-                        diags.push(Diagnostic::new(me, format!("{field}.{sub}"), reason));
+                        let field = format!("spec.rules[{r}].http.paths[{p}].{sub}");
+                        diags.push(Diagnostic::new(me, field, reason));
                         continue;
                     }
                 };
-            let backend_field = format!("{field}.backend");
+            let backend_field = format!("spec.rules[{r}].http.paths[{p}].backend");
             let Some(service) = backend_ref(&path.backend, me, &backend_field, diags) else {
                 continue;
             };
-            let draft = Draft {
+            out.push(Draft {
+                key_hash: key_hash(&service, strategy, upstream),
                 host: host.clone(),
                 path: route_path,
                 kind,
@@ -204,9 +281,8 @@ fn drafts(
                 strategy: strategy.clone(),
                 upstream: upstream.clone(),
                 ingress: me.clone(),
-                backend_field,
-            };
-            out.push((field, draft));
+                at,
+            });
         }
     }
     out

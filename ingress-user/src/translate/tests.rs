@@ -19,7 +19,7 @@ pub(super) fn routes(s: &Snapshot) -> Vec<String> {
     let mut out = Vec::new();
     let mut dump = |host: &str, paths: &[PathRoute]| {
         for p in paths {
-            let backend = s.backend(p.backend);
+            let backend = &p.backend;
             let b = &backend.service;
             let strategy = match &backend.strategy {
                 Strategy::RoundRobin => String::new(),
@@ -48,9 +48,10 @@ pub(super) fn routes(s: &Snapshot) -> Vec<String> {
     out
 }
 
-/// `ns/service:port = endpoints` or `ns/service:port unavailable: reason`, in index order.
+/// `ns/service:port = endpoints` or `ns/service:port unavailable: reason`, sorted.
 pub(super) fn backends(s: &Snapshot) -> Vec<String> {
-    s.backends
+    let mut out: Vec<String> = s
+        .backends
         .iter()
         .map(|b| {
             let name = format!(
@@ -68,7 +69,9 @@ pub(super) fn backends(s: &Snapshot) -> Vec<String> {
                 }
             }
         })
-        .collect()
+        .collect();
+    out.sort();
+    out
 }
 
 struct Case {
@@ -473,8 +476,8 @@ spec:
         uri: "/",
         headers: &headers,
     };
-    let first = snap.backend(x.backend).pick(&req).map(|p| p.endpoint);
-    let second = snap.backend(y.backend).pick(&req).map(|p| p.endpoint);
+    let first = x.backend.pick(&req).map(|p| p.endpoint);
+    let second = y.backend.pick(&req).map(|p| p.endpoint);
     assert_ne!(first, second);
 }
 
@@ -520,7 +523,9 @@ endpoints: [{addresses: [127.0.0.13, bad]}, {addresses: [127.0.0.11]}]
     assert_eq!(want.backends.len(), 4);
     assert_eq!(want_diags.len(), 4, "{want_diags:?}");
     assert!(want.tls.exact["cafe.example.com"].certificate.is_some());
-    let coffee = &want.backends[0];
+    let coffee = (want.backends.iter())
+        .find(|b| b.service.service == "coffee-svc")
+        .expect("coffee-svc backend");
     assert_eq!(coffee.endpoints.len(), 3, "{coffee:?}");
     for shuffle in 0..4 {
         let mut i = inputs.clone();
@@ -572,5 +577,5 @@ fn cafe_example_loads_and_translates() {
         ]
     );
     let route = crate::proxy::router::find(&snap, "Cafe.Example.com:80", "/tea/green").unwrap();
-    assert_eq!(snap.backend(route.backend).service.service, "tea-svc");
+    assert_eq!(route.backend.service.service, "tea-svc");
 }

@@ -183,9 +183,8 @@ fn ours(object: &ObjectRef, report: &Report, filter: &ClassFilter<'_>) -> bool {
             && m.namespace.as_deref() == Some(object.namespace.as_str())
     };
     let routed = |service: &str| {
-        report
-            .services
-            .contains(&(object.namespace.clone(), service.to_owned()))
+        (report.backends.iter())
+            .any(|b| b.service.namespace == object.namespace && b.service.service == service)
     };
     match object.kind {
         "Ingress" => report
@@ -255,7 +254,15 @@ mod tests {
         let report = Report {
             inputs,
             diagnostics: Vec::new(),
-            services: [("default".to_owned(), "a".to_owned())].into(),
+            backends: vec![std::sync::Arc::new(crate::model::Backend::new(
+                crate::model::ServiceBackendRef {
+                    namespace: "default".to_owned(),
+                    service: "a".to_owned(),
+                    port: crate::model::ServicePortRef::Number(80),
+                },
+                Vec::new(),
+                None,
+            ))],
         };
         let options = crate::translate::ClassOptions::cluster(crate::translate::CONTROLLER, false);
         let filter = ClassFilter::new(&report.inputs.ingress_classes, &options);

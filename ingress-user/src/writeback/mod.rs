@@ -32,9 +32,9 @@ pub mod status;
 pub struct Report {
     pub inputs: Inputs,
     pub diagnostics: Vec<Diagnostic>,
-    /// The Services (namespace, name) the snapshot routes to: with the served Ingresses, the
-    /// objects Events may be about.
-    pub services: std::collections::BTreeSet<(String, String)>,
+    /// The backends of the snapshot (their Services are, with the served Ingresses, the objects
+    /// Events may be about). Shared with the snapshot: no copy per reload.
+    pub backends: Vec<Arc<crate::model::Backend>>,
 }
 
 /// How the write-back task runs.

@@ -1,14 +1,20 @@
 //! Router tables: every precedence rule of `find`, one row per request. Routes are named by
-//! their position in the spec list (their backend index), so a failing row says which won.
+//! their position in the spec list (their backend is Service `s<position>`), so a failing row
+//! says which won.
 use super::*;
-use crate::model::{
-    Backend, BackendIdx, ObjectRef, PathRegex, RouteTable, ServiceBackendRef, ServicePortRef,
-};
+use crate::model::{Backend, ObjectRef, PathRegex, RouteTable, ServiceBackendRef, ServicePortRef};
 
 use PathKind::{Exact, ImplementationSpecific as Regex, Prefix};
 
 /// A snapshot from `(host, kind, path)` triples: host "" = no host, `*.x` = wildcard, `default` =
-/// the default backend. Each route's backend index is its position in `spec`.
+/// the default backend. Each route's backend is Service `s<i>`, `i` its position in `spec`.
+/// The position in `spec` of the route's entry (its backend is Service `s<position>`).
+fn position(r: &PathRoute) -> usize {
+    r.backend.service.service[1..]
+        .parse()
+        .expect("test service name")
+}
+
 fn snapshot(spec: &[(&str, PathKind, &str)]) -> Snapshot {
     let mut routes = RouteTable::default();
     let mut backends = Vec::new();
@@ -21,12 +27,13 @@ fn snapshot(spec: &[(&str, PathKind, &str)]) -> Snapshot {
             service: format!("s{i}"),
             port: ServicePortRef::Number(80),
         };
-        backends.push(std::sync::Arc::new(Backend::new(service, Vec::new(), None)));
+        let backend = std::sync::Arc::new(Backend::new(service, Vec::new(), None));
+        backends.push(backend.clone());
         let route = PathRoute {
             host: None,
             path: (*path).into(),
             kind: *kind,
-            backend: BackendIdx(i),
+            backend,
             ingress: ObjectRef::new("Ingress", "default", "i"),
             regex: (*kind == Regex).then(|| PathRegex::new(path).expect("test regex")),
             metric: crate::model::RouteMetric::new(
@@ -44,14 +51,14 @@ fn snapshot(spec: &[(&str, PathKind, &str)]) -> Snapshot {
             },
         }
     }
-    routes.any_host = HostRoutes::new(any);
+    routes.any_host = HostRoutes::new(any).into();
     routes.hosts = hosts
         .into_iter()
-        .map(|(h, p)| (h, HostRoutes::new(p)))
+        .map(|(h, p)| (h.into(), HostRoutes::new(p).into()))
         .collect();
     routes.wildcards = wildcards
         .into_iter()
-        .map(|(h, p)| (h, HostRoutes::new(p)))
+        .map(|(h, p)| (h.into(), HostRoutes::new(p).into()))
         .collect();
     Snapshot {
         generation: 1,
@@ -63,7 +70,7 @@ fn snapshot(spec: &[(&str, PathKind, &str)]) -> Snapshot {
 
 fn check(snap: &Snapshot, table: &[(&str, &str, Option<usize>)]) {
     for (host, path, want) in table {
-        let got = find(snap, host, path).map(|r| r.backend.0);
+        let got = find(snap, host, path).map(position);
         assert_eq!(got, *want, "host {host:?} path {path:?}");
     }
 }
@@ -221,7 +228,7 @@ fn no_catch_all_means_no_route() {
     let snap = snapshot(&[("a.example", Prefix, "/foo"), ("", Exact, "/x")]);
     assert_eq!(find(&snap, "a.example", "/bar"), None);
     assert_eq!(find(&snap, "b.example", "/x/"), None);
-    assert_eq!(find(&snap, "b.example", "/x").map(|r| r.backend.0), Some(1));
+    assert_eq!(find(&snap, "b.example", "/x").map(position), Some(1));
     assert_eq!(find(&Snapshot::default(), "a.example", "/"), None);
 }
 
@@ -229,17 +236,14 @@ fn no_catch_all_means_no_route() {
 fn very_long_or_odd_hosts_do_not_panic() {
     let snap = snapshot(&[("", Prefix, "/"), ("*.x", Prefix, "/w")]);
     let long = "A".repeat(1000);
-    assert_eq!(find(&snap, &long, "/").map(|r| r.backend.0), Some(0));
+    assert_eq!(find(&snap, &long, "/").map(position), Some(0));
     let exact = format!("{}.", "B".repeat(MAX_HOST));
-    assert_eq!(find(&snap, &exact, "/").map(|r| r.backend.0), Some(0));
-    assert_eq!(
-        find(&snap, "Ünï.Example", "/").map(|r| r.backend.0),
-        Some(0)
-    );
+    assert_eq!(find(&snap, &exact, "/").map(position), Some(0));
+    assert_eq!(find(&snap, "Ünï.Example", "/").map(position), Some(0));
     for odd in ["[", ":", ".", "..", "*.x", ".x", "x"] {
-        assert_eq!(find(&snap, odd, "/").map(|r| r.backend.0), Some(0), "{odd}");
+        assert_eq!(find(&snap, odd, "/").map(position), Some(0), "{odd}");
     }
-    assert_eq!(find(&snap, "Ünï.x", "/w").map(|r| r.backend.0), Some(1));
+    assert_eq!(find(&snap, "Ünï.x", "/w").map(position), Some(1));
 }
 
 #[test]
