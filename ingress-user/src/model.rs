@@ -246,9 +246,9 @@ impl HostRoutes {
 pub struct RouteTable {
     /// Each host's routes behind an `Arc`, so a rebuild that leaves a host alone shares them
     /// with the previous snapshot (`translate::Translator`).
-    pub hosts: HashMap<Arc<str>, Arc<HostRoutes>>,
+    pub hosts: foldhash::HashMap<Arc<str>, Arc<HostRoutes>>,
     /// Wildcard hosts by the suffix after `*.` (`*.example.com` is under `example.com`).
-    pub wildcards: HashMap<Arc<str>, Arc<HostRoutes>>,
+    pub wildcards: foldhash::HashMap<Arc<str>, Arc<HostRoutes>>,
     pub any_host: Arc<HostRoutes>,
     /// The oldest Ingress's `spec.defaultBackend`, else the daemon's `--default-backend`.
     pub default_backend: Option<PathRoute>,

@@ -5,18 +5,22 @@
 //! `ImplementationSpecific` path is a regular expression, compiled here) and backends are
 //! diagnostics, and skipped; its annotations give the strategy of the backends it names
 //! (`annotations`). The result depends only on that Ingress, so `route_reuse` keeps it while the
-//! Ingress is unchanged. `collect` then visits the served Ingresses oldest first
-//! (`metadata.creationTimestamp`, then namespace/name; objects without a timestamp count as
-//! newest), each one's rules in order: the first claim on a (host, path, type) key wins and every
-//! later claim is a diagnostic on the loser; likewise the oldest `spec.defaultBackend` is the
-//! default backend, and later ones are diagnostics. `translate` then resolves the winners'
+//! Ingress is unchanged. `collect` then settles the claims on each (host, path, type) key: the
+//! oldest Ingress wins (`metadata.creationTimestamp`, then namespace/name; objects without a
+//! timestamp count as newest; within one Ingress, its first claim) and every other claim is a
+//! diagnostic on the loser naming the winner; likewise the oldest `spec.defaultBackend` is the
+//! default backend. Claims are compared only where they collide, so the result does not depend
+//! on the order of the Ingresses and no sort of all of them is needed. `translate` then resolves the winners'
 //! backends (see `backends`) and builds the route table.
 use std::{
     collections::{hash_map::Entry, HashMap},
     sync::Arc,
 };
 
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::{
+    api::networking::v1::{Ingress, IngressBackend},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
 
 use super::{annotations, Diagnostic, DEFAULT_NAMESPACE};
 use crate::model::{
@@ -128,51 +132,84 @@ pub(super) struct Collected<'a> {
 }
 
 /// Settles the claims of `units` (the served Ingresses, in any order) on (host, path, type)
-/// keys and on the default backend: the oldest Ingress wins, the others get a diagnostic.
+/// keys and on the default backend: the oldest Ingress wins (within one Ingress, its first
+/// claim), the others get a diagnostic. Claims are compared only where they collide: no sort of
+/// all Ingresses.
 pub(super) fn collect<'a>(
     units: &'a [Arc<IngressRoutes>],
     diags: &mut Vec<Diagnostic>,
 ) -> Collected<'a> {
-    let mut ordered: Vec<&IngressRoutes> = units.iter().map(|u| &**u).collect();
-    ordered.sort_by_key(|u| {
-        let i = &*u.ingress;
-        let ts = i.metadata.creation_timestamp.as_ref();
-        (ts.is_none(), ts, namespace(i), i.metadata.name.as_deref())
-    });
-    let mut winners: HashMap<(Option<&str>, &str, PathKind), &Draft, foldhash::fast::RandomState> =
-        HashMap::with_capacity_and_hasher(units.len(), Default::default());
-    let mut default_backend: Option<&Draft> = None;
-    for unit in ordered {
+    type Claim<'a> = (&'a IngressRoutes, usize, &'a Draft);
+    let first = |a: &Claim<'_>, b: &Claim<'_>| older(a.0, b.0).then(a.1.cmp(&b.1)).is_lt();
+    let mut winners: HashMap<
+        (Option<&str>, &str, PathKind),
+        Claim<'a>,
+        foldhash::fast::RandomState,
+    > = HashMap::with_capacity_and_hasher(units.len(), Default::default());
+    // Every claim that lost a comparison (each loser loses exactly one), judged at the end
+    // against the final winner of its key.
+    let mut losers: Vec<&Draft> = Vec::new();
+    let mut default_backend: Option<Claim<'a>> = None;
+    let mut default_losers: Vec<&Draft> = Vec::new();
+    for unit in units {
         if let Some(draft) = &unit.default_backend {
-            match default_backend {
-                None => default_backend = Some(draft),
-                Some(winner) => {
-                    let reason = format!(
-                        "the default backend is already set by {} (older, or same age and first by name); ignored",
-                        winner.ingress
-                    );
-                    diags.push(Diagnostic::new(
-                        &draft.ingress,
-                        "spec.defaultBackend",
-                        reason,
-                    ));
+            let claim = (&**unit, 0, draft);
+            match &mut default_backend {
+                None => default_backend = Some(claim),
+                Some(winner) if first(&claim, winner) => {
+                    default_losers.push(std::mem::replace(winner, claim).2)
                 }
+                Some(_) => default_losers.push(draft),
             }
         }
-        for draft in &unit.routes {
+        for (i, draft) in unit.routes.iter().enumerate() {
+            let claim = (&**unit, i, draft);
             let key = (draft.host.as_deref(), draft.path.as_str(), draft.kind);
             match winners.entry(key) {
                 Entry::Vacant(v) => {
-                    v.insert(draft);
+                    v.insert(claim);
                 }
-                Entry::Occupied(o) => diags.push(conflict(o.get(), draft)),
+                Entry::Occupied(mut o) if first(&claim, o.get()) => {
+                    losers.push(o.insert(claim).2);
+                }
+                Entry::Occupied(_) => losers.push(draft),
             }
         }
     }
+    for loser in losers {
+        let key = (loser.host.as_deref(), loser.path.as_str(), loser.kind);
+        diags.push(conflict(winners[&key].2, loser));
+    }
+    let default_backend = default_backend.map(|(_, _, d)| d);
+    if let Some(winner) = default_backend {
+        for loser in default_losers {
+            let reason = format!(
+                "the default backend is already set by {} (older, or same age and first by name); ignored",
+                winner.ingress
+            );
+            diags.push(Diagnostic::new(
+                &loser.ingress,
+                "spec.defaultBackend",
+                reason,
+            ));
+        }
+    }
     Collected {
-        routes: winners.into_values().collect(),
+        routes: winners.into_values().map(|(_, _, d)| d).collect(),
         default_backend,
     }
+}
+
+/// Which of two Ingresses is older: `metadata.creationTimestamp` (objects without one count as
+/// newest), then namespace/name.
+fn older(a: &IngressRoutes, b: &IngressRoutes) -> std::cmp::Ordering {
+    age(&a.ingress).cmp(&age(&b.ingress))
+}
+
+/// The sort key of `older`.
+fn age(i: &Ingress) -> (bool, Option<&Time>, &str, Option<&str>) {
+    let ts = i.metadata.creation_timestamp.as_ref();
+    (ts.is_none(), ts, namespace(i), i.metadata.name.as_deref())
 }
 
 /// The diagnostic on `loser`, whose (host, path, type) key `winner` already routes.

@@ -579,3 +579,73 @@ fn cafe_example_loads_and_translates() {
     let route = crate::proxy::router::find(&snap, "Cafe.Example.com:80", "/tea/green").unwrap();
     assert_eq!(route.backend.service.service, "tea-svc");
 }
+
+#[test]
+fn three_claims_on_one_key_name_the_oldest_in_every_input_order() {
+    let ingress = |name: &str, ts: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\n\
+             metadata: {{name: {name}, creationTimestamp: '{ts}'}}\n\
+             spec:\n  defaultBackend: {{service: {{name: a, port: {{number: 80}}}}}}\n  rules:\n  \
+             - host: k.example\n    http:\n      paths:\n      \
+             - {{path: /k, pathType: Prefix, backend: {{service: {{name: a, port: {{number: 80}}}}}}}}\n      \
+             - {{path: /k, pathType: Prefix, backend: {{service: {{name: a, port: {{number: 81}}}}}}}}\n"
+        )
+    };
+    let yaml = [
+        ingress("mid", "2021-01-01T00:00:00Z"),
+        ingress("old", "2020-01-01T00:00:00Z"),
+        ingress("new", "2022-01-01T00:00:00Z"),
+    ]
+    .join("---\n");
+    let inputs = Inputs::from_yaml(&yaml).unwrap();
+    let (want, want_diags) = translate(&inputs);
+    assert_eq!(
+        routes(&want),
+        [
+            "k.example Prefix /k -> default/a:80 (default/old)",
+            "default Prefix / -> default/a:80 (default/old)"
+        ]
+    );
+    let texts: Vec<String> = want_diags.iter().map(|d| d.to_string()).collect();
+    let lost = |who: &str, to: &str| {
+        format!(
+            "Ingress default/{who}: spec.rules[0].http.paths[{}]: host k.example, path /k (Prefix) is already routed by {to}; ignored",
+            if to.starts_with("spec.") { 1 } else { 0 }
+        )
+    };
+    let default = |who: &str| {
+        format!("Ingress default/{who}: spec.defaultBackend: the default backend is already set by Ingress default/old (older, or same age and first by name); ignored")
+    };
+    let by_old = "Ingress default/old (older, or same age and first by name)";
+    let mut expected = vec![
+        default("mid"),
+        default("new"),
+        lost("mid", by_old),
+        lost("new", by_old),
+        // No Service `a` in these inputs: reported where the winners name it.
+        "Ingress default/old: spec.defaultBackend.service.name: service default/a not found".into(),
+        "Ingress default/old: spec.rules[0].http.paths[0].backend.service.name: service default/a not found".into(),
+    ];
+    for who in ["mid", "new", "old"] {
+        // Each Ingress's second claim loses to its own first one; for `mid` and `new` the
+        // first one lost already, and the second loses to the winner of the key all the same.
+        let to = if who == "old" {
+            "spec.rules[0].http.paths[0] of this Ingress".to_owned()
+        } else {
+            by_old.to_owned()
+        };
+        expected.push(format!(
+            "Ingress default/{who}: spec.rules[0].http.paths[1]: host k.example, path /k (Prefix) is already routed by {to}; ignored"
+        ));
+    }
+    expected.sort();
+    assert_eq!(texts, expected);
+    for shuffle in 0..6 {
+        let mut i = inputs.clone();
+        shuffle_vec(&mut i.ingresses, shuffle);
+        let (got, got_diags) = translate(&i);
+        assert_eq!(got, want, "shuffle {shuffle}");
+        assert_eq!(got_diags, want_diags, "shuffle {shuffle}");
+    }
+}

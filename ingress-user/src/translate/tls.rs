@@ -1,7 +1,8 @@
 //! `spec.tls` → `TlsTable`: which certificate each TLS host is served with, and whether plain
 //! HTTP for it is redirected to HTTPS.
 //!
-//! Ingresses are visited oldest first (as `routes::collect` does); each `spec.tls[i]` entry names
+//! The Ingresses with `spec.tls` are visited oldest first (the age `routes::collect` judges
+//! route conflicts by); each `spec.tls[i]` entry names
 //! hosts (exact, or a `*.` wildcard of one label) and a Secret in the Ingress's namespace. The
 //! Secret is looked up among the TLS Secrets of `Inputs`, its `tls.crt` (PEM chain, leaf first)
 //! and `tls.key` (PKCS#8, PKCS#1 RSA or SEC1 EC PEM) are parsed with rustls' pki-types and the key
@@ -155,7 +156,11 @@ pub(super) fn collect(
     let mut loaded: HashMap<ObjectRef, Result<Certificate, String>> = HashMap::new();
     let mut table = TlsTable::default();
 
-    let mut ordered: Vec<&Ingress> = ingresses.iter().map(|i| &**i).collect();
+    // Only the Ingresses with `spec.tls` matter here: sort those.
+    let mut ordered: Vec<&Ingress> = (ingresses.iter())
+        .map(|i| &**i)
+        .filter(|i| i.spec.as_ref().is_some_and(|s| s.tls.is_some()))
+        .collect();
     ordered.sort_by_key(|i| {
         let ts = i.metadata.creation_timestamp.as_ref();
         (ts.is_none(), ts, namespace(i), i.metadata.name.as_deref())
