@@ -50,8 +50,10 @@ use tracing::{debug, info, warn};
 use super::{api_errors, kube_secrets::SecretSource, Inputs};
 use crate::translate::ClassOptions;
 
-/// A burst of changes is one rebuild once the API has been quiet this long...
-const DEBOUNCE_QUIET: Duration = Duration::from_millis(20);
+/// A burst of changes is one rebuild once the API has been quiet this long (changes that come
+/// while a rebuild runs wait for the next one, so a short quiet time costs at most a few extra
+/// rebuilds during a long burst, and saves its length on every single change)...
+const DEBOUNCE_QUIET: Duration = Duration::from_millis(5);
 /// ...or this long after its first change, whichever comes first.
 const DEBOUNCE_MAX: Duration = Duration::from_millis(200);
 /// The only Secrets we list and watch.

@@ -1,8 +1,9 @@
 //! Service backend references → `Backend`s: the Service port they name and its ready endpoints.
 //!
-//! `Resolver` indexes the Services by namespace/name and the EndpointSlices by namespace and
-//! `kubernetes.io/service-name` label once; `resolve` then turns one `ServiceBackendRef` into a
-//! `Backend`. A backend that cannot be served (no Service, no such port, ExternalName) still
+//! `Index` holds the Services by namespace/name and the EndpointSlices by namespace and
+//! `kubernetes.io/service-name` label, from one build to the next (updated by what changed, and
+//! saying which Services that concerns: `reuse` re-resolves only their backends); `Resolver`
+//! then turns one `ServiceBackendRef` into a `Backend`. A backend that cannot be served (no Service, no such port, ExternalName) still
 //! becomes a `Backend`, with no endpoints and the reason in `unavailable`, plus a `Problem` that
 //! `translate` reports on every Ingress field naming it. Bad EndpointSlice content is reported on
 //! the slice itself.
@@ -36,10 +37,163 @@ pub(super) struct Problem {
     pub reason: String,
 }
 
+/// A map keyed by namespace, then name, so that a lookup borrows both.
+#[derive(Debug)]
+pub(super) struct ByName<V>(HashMap<String, HashMap<String, V>>);
+
+impl<V> Default for ByName<V> {
+    fn default() -> Self {
+        Self(HashMap::new())
+    }
+}
+
+impl<V> ByName<V> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&V> {
+        self.0.get(namespace)?.get(name)
+    }
+
+    pub fn contains(&self, namespace: &str, name: &str) -> bool {
+        self.get(namespace, name).is_some()
+    }
+
+    fn get_mut(&mut self, namespace: &str, name: &str) -> Option<&mut V> {
+        self.0.get_mut(namespace)?.get_mut(name)
+    }
+
+    fn slot(&mut self, namespace: &str, name: &str) -> &mut V
+    where
+        V: Default,
+    {
+        if !self.0.contains_key(namespace) {
+            self.0.insert(namespace.to_owned(), HashMap::new());
+        }
+        let names = self.0.get_mut(namespace).expect("just inserted");
+        if !names.contains_key(name) {
+            names.insert(name.to_owned(), V::default());
+        }
+        names.get_mut(name).expect("just inserted")
+    }
+
+    fn insert(&mut self, namespace: &str, name: &str, value: V)
+    where
+        V: Default,
+    {
+        *self.slot(namespace, name) = value;
+    }
+
+    fn remove(&mut self, namespace: &str, name: &str) -> Option<V> {
+        let names = self.0.get_mut(namespace)?;
+        let value = names.remove(name);
+        if names.is_empty() {
+            self.0.remove(namespace);
+        }
+        value
+    }
+}
+
+/// The Services whose Service object or EndpointSlices changed since the last `Index::update`.
+pub(super) type Changed = ByName<()>;
+
+/// Services by namespace/name and EndpointSlices by namespace and Service (sorted by name), kept
+/// from one build to the next and brought up to date by `update`, which compares the objects by
+/// address (sources hand over the same `Arc` for an object that did not change): only the
+/// objects that changed are hashed by name and moved, and `update` says which Services they
+/// concern. Sources never hand over two objects of one kind with the same namespace/name; if one
+/// did, the one indexed last would be used.
+#[derive(Debug, Default)]
+pub(super) struct Index {
+    services: ByName<Option<Arc<Service>>>,
+    slices: ByName<Vec<Arc<EndpointSlice>>>,
+    /// The objects of the last update by address (held, so an address stays theirs), with the
+    /// number of the update that last saw them.
+    known_services: HashMap<usize, (Arc<Service>, u64)>,
+    known_slices: HashMap<usize, (Arc<EndpointSlice>, u64)>,
+    updates: u64,
+}
+
+/// The key a slice is indexed under: its namespace and `kubernetes.io/service-name` label.
+fn slice_key(slice: &EndpointSlice) -> Option<(&str, &str)> {
+    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some((namespace(&slice.metadata.namespace), service.as_str()))
+}
+
+fn service_key(service: &Service) -> (&str, &str) {
+    let name = service.metadata.name.as_deref().unwrap_or("");
+    (namespace(&service.metadata.namespace), name)
+}
+
+impl Index {
+    /// Brings the index to `services` and `slices` (the whole current sets); returns the
+    /// Services whose objects changed since the last update (every Service named, on the first).
+    pub fn update(&mut self, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Changed {
+        self.updates += 1;
+        let now = self.updates;
+        let mut changed = Changed::default();
+        for service in services {
+            let addr = Arc::as_ptr(service) as usize;
+            if let Some((_, seen)) = self.known_services.get_mut(&addr) {
+                *seen = now;
+                continue;
+            }
+            let (ns, name) = service_key(service);
+            self.services.insert(ns, name, Some(service.clone()));
+            changed.insert(ns, name, ());
+            self.known_services.insert(addr, (service.clone(), now));
+        }
+        let index = &mut self.services;
+        self.known_services.retain(|_, (service, seen)| {
+            if *seen == now {
+                return true;
+            }
+            let (ns, name) = service_key(service);
+            let current = index.get(ns, name).and_then(Option::as_ref);
+            if current.is_some_and(|c| Arc::ptr_eq(c, service)) {
+                index.remove(ns, name);
+            }
+            changed.insert(ns, name, ());
+            false
+        });
+
+        for slice in slices {
+            let addr = Arc::as_ptr(slice) as usize;
+            if let Some((_, seen)) = self.known_slices.get_mut(&addr) {
+                *seen = now;
+                continue;
+            }
+            self.known_slices.insert(addr, (slice.clone(), now));
+            let Some((ns, service)) = slice_key(slice) else {
+                continue;
+            };
+            let list = self.slices.slot(ns, service);
+            // Replaces the previous version of the slice (same name), if any.
+            list.retain(|s| s.metadata.name != slice.metadata.name);
+            let at = list.partition_point(|s| s.metadata.name < slice.metadata.name);
+            list.insert(at, slice.clone());
+            changed.insert(ns, service, ());
+        }
+        let index = &mut self.slices;
+        self.known_slices.retain(|_, (slice, seen)| {
+            if *seen == now {
+                return true;
+            }
+            if let Some((ns, service)) = slice_key(slice) {
+                if let Some(list) = index.get_mut(ns, service) {
+                    list.retain(|s| !Arc::ptr_eq(s, slice));
+                    if list.is_empty() {
+                        index.remove(ns, service);
+                    }
+                }
+                changed.insert(ns, service, ());
+            }
+            false
+        });
+        changed
+    }
+}
+
+/// Resolves backends from an up-to-date `Index`.
 pub(super) struct Resolver<'a> {
-    services: HashMap<(&'a str, &'a str), &'a Arc<Service>>,
-    /// (namespace, service name) → slices, sorted by name.
-    slices: HashMap<(&'a str, &'a str), Vec<&'a Arc<EndpointSlice>>>,
+    index: &'a Index,
 }
 
 fn namespace(ns: &Option<String>) -> &str {
@@ -49,49 +203,8 @@ fn namespace(ns: &Option<String>) -> &str {
 }
 
 impl<'a> Resolver<'a> {
-    pub fn new(services: &'a [Arc<Service>], slices: &'a [Arc<EndpointSlice>]) -> Self {
-        let mut by_name = HashMap::with_capacity(services.len());
-        for s in services {
-            let name = s.metadata.name.as_deref().unwrap_or("");
-            // Sources never hand over duplicates; if one does, the first one wins.
-            by_name
-                .entry((namespace(&s.metadata.namespace), name))
-                .or_insert(s);
-        }
-        let mut by_service: HashMap<_, Vec<&Arc<EndpointSlice>>> =
-            HashMap::with_capacity(slices.len());
-        for slice in slices {
-            let Some(service) = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            else {
-                continue;
-            };
-            by_service
-                .entry((namespace(&slice.metadata.namespace), service.as_str()))
-                .or_default()
-                .push(slice);
-        }
-        for list in by_service.values_mut() {
-            list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        }
-        Self {
-            services: by_name,
-            slices: by_service,
-        }
-    }
-
-    /// The objects `resolve(r, ..)` reads: the Service (if any) and its slices, sorted by name.
-    /// A backend resolved from pointer-identical objects is the same (`reuse`).
-    pub fn inputs<'s>(
-        &'s self,
-        r: &'s ServiceBackendRef,
-    ) -> (Option<&'s Arc<Service>>, &'s [&'s Arc<EndpointSlice>]) {
-        let key = (r.namespace.as_str(), r.service.as_str());
-        let slices = self.slices.get(&key).map_or(&[][..], |v| v.as_slice());
-        (self.services.get(&key).copied(), slices)
+    pub fn new(index: &'a Index) -> Self {
+        Self { index }
     }
 
     /// The backend for `r` selecting with `strategy` (`key` signs sticky cookies).
@@ -120,10 +233,10 @@ impl<'a> Resolver<'a> {
         r: &ServiceBackendRef,
         diags: &mut Vec<Diagnostic>,
     ) -> Result<Vec<SocketAddr>, Problem> {
-        let key = (r.namespace.as_str(), r.service.as_str());
         // Only built for a problem: resolving 10,000 backends allocates no name.
         let service_name = || format!("{}/{}", r.namespace, r.service);
-        let Some(service) = self.services.get(&key) else {
+        let found = self.index.services.get(&r.namespace, &r.service);
+        let Some(service) = found.and_then(Option::as_ref) else {
             return Err(Problem {
                 field: "name",
                 reason: format!("service {} not found", service_name()),
@@ -159,7 +272,10 @@ impl<'a> Resolver<'a> {
             });
         };
         let mut endpoints = Vec::new();
-        for slice in self.slices.get(&key).into_iter().flatten() {
+        for slice in (self.index.slices.get(&r.namespace, &r.service))
+            .into_iter()
+            .flatten()
+        {
             slice_endpoints(slice, port, &mut endpoints, diags);
         }
         endpoints.sort();

@@ -186,7 +186,6 @@ fn build(
     };
     let default_draft = collected.default_backend.or(flag_default.as_ref());
 
-    let resolver = backends::Resolver::new(&inputs.services, &inputs.endpoint_slices);
     // The distinct (service, strategy, upstream) keys in sorted order (hash first), and which
     // of them each draft (the routes, then the default backend) names.
     let drafts: Vec<&routes::Draft> = (collected.routes.iter().copied())
@@ -206,7 +205,8 @@ fn build(
     }
     let built = cache.resolve(
         &wanted,
-        &resolver,
+        &inputs.services,
+        &inputs.endpoint_slices,
         &inputs.secrets,
         &options.session_key,
         &mut diags,

@@ -412,3 +412,65 @@ fn a_lost_conflict_moves_the_route_to_the_next_oldest_ingress() {
         &["gone.example", "tls.example", "two.example"],
     );
 }
+
+#[test]
+fn endpoint_slice_moved_to_another_service_rebuilds_both() {
+    check(
+        "slice moved",
+        |i| {
+            edit(
+                &mut i.endpoint_slices,
+                |o| o.metadata.name.as_ref(),
+                "a-2",
+                |o| {
+                    let labels = o.metadata.labels.as_mut().unwrap();
+                    labels.insert(super::SERVICE_NAME_LABEL.into(), "b".into());
+                },
+            )
+        },
+        &["nothere:80 RoundRobin", "s:443 RoundRobin"],
+        &["gone.example", "tls.example"],
+    );
+}
+
+#[test]
+fn many_changes_in_a_row_match_fresh_builds() {
+    // Edit, remove and restore objects one build after the other: the index and the reused
+    // backends must follow every step.
+    let options = Options::default();
+    let mut translator = Translator::new(options.clone());
+    let mut inputs = base();
+    let steps: Vec<Box<dyn Fn(&mut Inputs)>> = vec![
+        Box::new(|i| {
+            i.endpoint_slices
+                .retain(|s| s.metadata.name.as_deref() != Some("b-1"))
+        }),
+        Box::new(|i| {
+            i.services
+                .retain(|s| s.metadata.name.as_deref() != Some("a"))
+        }),
+        Box::new(|i| {
+            let back = base();
+            i.services = back.services;
+            i.endpoint_slices = back.endpoint_slices;
+        }),
+        Box::new(|i| {
+            edit(
+                &mut i.endpoint_slices,
+                |o| o.metadata.name.as_ref(),
+                "a-1",
+                |o| {
+                    o.endpoints.as_mut().unwrap()[0].addresses = vec!["10.0.0.7".into()];
+                },
+            )
+        }),
+        Box::new(|_| {}),
+    ];
+    for (n, step) in steps.iter().enumerate() {
+        step(&mut inputs);
+        let (got, got_diags) = translator.translate(&inputs);
+        let (want, want_diags) = translate_with(&inputs, &options);
+        assert_eq!(got, want, "step {n}: snapshot");
+        assert_eq!(got_diags, want_diags, "step {n}: diagnostics");
+    }
+}
