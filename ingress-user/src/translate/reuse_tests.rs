@@ -440,7 +440,8 @@ fn many_changes_in_a_row_match_fresh_builds() {
     let options = Options::default();
     let mut translator = Translator::new(options.clone());
     let mut inputs = base();
-    let steps: Vec<Box<dyn Fn(&mut Inputs)>> = vec![
+    type Step = Box<dyn Fn(&mut Inputs)>;
+    let steps: Vec<Step> = vec![
         Box::new(|i| {
             i.endpoint_slices
                 .retain(|s| s.metadata.name.as_deref() != Some("b-1"))
