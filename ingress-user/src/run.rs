@@ -475,6 +475,7 @@ fn reload(
     tracing::info!(
         generation,
         files = report.files,
+        files_touched = report.reads.map(|r| r.to_string()).as_deref(),
         routes,
         backends = backends.len(),
         problems = report.errors + diagnostics.len(),

@@ -8,7 +8,7 @@
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
-    file::{FileSource, SourceError, Watch},
+    file::{FileSource, ReadCounts, SourceError, Watch},
     kube::{self, Connection, KubeError, KubeSource},
     Inputs,
 };
@@ -28,8 +28,10 @@ pub struct Loaded {
     pub inputs: Inputs,
     /// Problems that left objects out (manifest errors; the API hands over whole objects only).
     pub errors: usize,
-    /// Manifest files read (folder only).
+    /// Manifest files in the folder (folder only).
     pub files: Option<usize>,
+    /// What the load touched in the folder (folder only): `full, checked N, read N, parsed N`.
+    pub reads: Option<ReadCounts>,
     /// TLS Secrets known and held (Kubernetes only; see `secret_cache`).
     pub tls_secrets: Option<(usize, usize)>,
 }
@@ -106,6 +108,7 @@ impl Active {
                     inputs: report.inputs,
                     errors: report.errors.len(),
                     files: Some(report.files),
+                    reads: Some(report.reads),
                     tls_secrets: None,
                 }
             }
@@ -115,6 +118,7 @@ impl Active {
                     inputs,
                     errors: 0,
                     files: None,
+                    reads: None,
                     tls_secrets: Some(k.stores.secrets.counts()),
                 }
             }

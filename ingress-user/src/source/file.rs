@@ -73,6 +73,20 @@ pub struct ReadCounts {
     pub parsed: usize,
 }
 
+/// `full, checked 10000, read 10000, parsed 10000` or `checked 1, read 1, parsed 1`.
+impl std::fmt::Display for ReadCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.full {
+            f.write_str("full, ")?;
+        }
+        write!(
+            f,
+            "checked {}, read {}, parsed {}",
+            self.checked, self.read, self.parsed
+        )
+    }
+}
+
 /// A file modified less than this before it was read may be modified again without its
 /// metadata changing (file times have the resolution of the kernel's clock tick, and some file
 /// systems only keep seconds): such a file is read again at the next full load.

@@ -333,3 +333,20 @@ async fn a_watched_folder_reads_only_what_changed_and_reports_everything() {
     drop(w);
     assert!(src.load().reads.full);
 }
+
+#[test]
+fn read_counts_read_as_the_log_shows_them() {
+    let full = ReadCounts {
+        full: true,
+        checked: 3,
+        read: 2,
+        parsed: 1,
+    };
+    assert_eq!(full.to_string(), "full, checked 3, read 2, parsed 1");
+    let one = ReadCounts {
+        checked: 1,
+        read: 1,
+        ..ReadCounts::default()
+    };
+    assert_eq!(one.to_string(), "checked 1, read 1, parsed 0");
+}
