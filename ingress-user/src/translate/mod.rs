@@ -2,16 +2,18 @@
 //! any order give equal snapshots and equal diagnostics.
 //!
 //! Flow: `classes` picks the Ingresses that are ours (IngressClass rules, `Options::classes`;
-//! the others are ignored without a word); `routes::collect` turns every served Ingress rule
-//! into route drafts (hosts checked, wildcard included; paths checked, regexes compiled; the
-//! strategy from the Ingress's annotations, see `annotations`) and settles conflicts, and picks
-//! the oldest `spec.defaultBackend`; the distinct (`ServiceBackendRef`, `Strategy`) pairs of the
-//! winners, in sorted order, become `Snapshot::backends` through `backends::Resolver` (so routes
-//! naming the same Service port the same way share one `Backend` and its selection state); the
-//! daemon's `--default-backend` (`Options`) is resolved the same way when no Ingress sets one;
-//! finally the drafts become each host's `HostRoutes` (sorted and indexed for
-//! `proxy::router::find`). `tls::collect` builds the TLS hosts and their certificates from the
-//! served Ingresses' `spec.tls` and the Secrets. Anything invalid is left out with a `Diagnostic`
+//! the others are ignored without a word); `routes::ingress_routes` turns each served Ingress's
+//! rules into route drafts (hosts checked, wildcard included; paths checked, regexes compiled;
+//! the strategy from the Ingress's annotations, see `annotations`), kept per Ingress by
+//! `route_reuse`; `routes::collect` settles conflicts and picks the oldest
+//! `spec.defaultBackend`; the distinct (`ServiceBackendRef`, `Strategy`, `UpstreamOptions`) keys
+//! of the winners, in key-hash order, become `Snapshot::backends` (`reuse` over
+//! `backends::Index`; routes naming the same Service port the same way share one `Backend` and
+//! its selection state); the daemon's `--default-backend` (`Options`) is resolved the same way
+//! when no Ingress sets one; finally the drafts become each host's `HostRoutes` (sorted and
+//! indexed for `proxy::router::find`; an unchanged host's are the previous build's,
+//! `route_reuse`). `tls::collect` builds the TLS hosts and their certificates from the served
+//! Ingresses' `spec.tls` and the Secrets. Anything invalid is left out with a `Diagnostic`
 //! naming the object and field; the rest is built as if it were absent.
 use std::fmt;
 
