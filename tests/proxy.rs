@@ -360,6 +360,13 @@ fn a_refusing_endpoint_is_retried_around_and_ejected() {
     let endpoint =
         format!("xdp_ingress_upstream_requests_total{{endpoint=\"{alive}\",code=\"200\"}}");
     assert_eq!(d.metric(&endpoint), Some(30.0));
+    // 30 requests one after the other: the workers' pools reuse their connections to `alive`
+    // (refused connects to `dead` open none).
+    let opened = d.metric("xdp_ingress_upstream_connections_total");
+    assert!(
+        opened.is_some_and(|n| (1.0..=4.0).contains(&n)),
+        "upstream connections opened: {opened:?}"
+    );
     let histogram =
         "xdp_ingress_upstream_duration_seconds_count{backend=\"service default/retry-svc port 80\"}";
     assert_eq!(

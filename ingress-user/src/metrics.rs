@@ -92,6 +92,9 @@ pub struct ProxyMetrics {
     pub open_connections: Gauge<i64, AtomicI64>,
     pub connections: Counter<u64, AtomicU64>,
     pub tls_handshakes: Family<TlsHandshakeLabels, Counter>,
+    /// Connections opened to endpoints (every protocol): with `upstream_requests`, how well the
+    /// upstream pools keep connections.
+    pub upstream_connections: Counter<u64, AtomicU64>,
 }
 
 /// Metrics of the configuration pipeline.
@@ -132,6 +135,7 @@ impl Metrics {
             open_connections: Gauge::default(),
             connections: Counter::default(),
             tls_handshakes: Family::default(),
+            upstream_connections: Counter::default(),
         };
         registry.register(
             "requests",
@@ -177,6 +181,11 @@ impl Metrics {
             "tls_handshakes",
             "TLS handshakes on the HTTPS port, by result",
             proxy.tls_handshakes.clone(),
+        );
+        registry.register(
+            "upstream_connections",
+            "Connections opened to endpoints (HTTP/1.1 pool, h2c and HTTPS clients)",
+            proxy.upstream_connections.clone(),
         );
         let config = ConfigMetrics {
             generation: Gauge::default(),

@@ -134,7 +134,11 @@ impl Forwarder {
         upstream_trust: upstream::UpstreamTrust,
     ) -> Self {
         Self {
-            upstreams: Upstreams::new(timeouts.connect, upstream_trust),
+            upstreams: Upstreams::new(
+                timeouts.connect,
+                upstream_trust,
+                metrics.upstream_connections.clone(),
+            ),
             snapshots,
             metrics: RequestMetrics::new(metrics),
             timeouts,

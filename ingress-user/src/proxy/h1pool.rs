@@ -35,6 +35,7 @@ use hyper::{
     client::conn::http1::{self, SendRequest},
 };
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 
 use super::forward::UpstreamBody;
@@ -74,6 +75,8 @@ impl PoolError {
 #[derive(Debug)]
 pub struct H1Pool {
     connect_timeout: Duration,
+    /// Counts the connections opened (`xdp_ingress_upstream_connections_total`).
+    opened: Counter,
     idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
 }
 
@@ -90,9 +93,10 @@ impl Idle {
 }
 
 impl H1Pool {
-    pub fn new(connect_timeout: Duration) -> Arc<Self> {
+    pub fn new(connect_timeout: Duration, opened: Counter) -> Arc<Self> {
         Arc::new(Self {
             connect_timeout,
+            opened,
             idle: Mutex::new(HashMap::new()),
         })
     }
@@ -147,6 +151,7 @@ impl H1Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(PoolError::Handshake)?;
+        self.opened.inc();
         tokio::spawn(async move {
             if let Err(err) = conn.with_upgrades().await {
                 tracing::debug!(%endpoint, %err, "upstream connection ended with an error");
@@ -348,11 +353,12 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_connection_is_reused_once_its_body_is_read() {
         let (addr, accepted) = server(100, usize::MAX).await;
-        let pool = H1Pool::new(Duration::from_secs(1));
+        let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
         for _ in 0..5 {
             assert_eq!(fetch(&pool, addr).await, 100);
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.opened.get(), 1);
         assert_eq!(pool.idle_count(addr), 1);
         // An empty body goes back at once.
         let (empty, accepted) = server(0, usize::MAX).await;
@@ -367,13 +373,14 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_connection_the_backend_closed_while_idle_costs_no_request() {
         let (addr, accepted) = server(10, 1).await;
-        let pool = H1Pool::new(Duration::from_secs(1));
+        let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
         for _ in 0..3 {
             assert_eq!(fetch(&pool, addr).await, 10);
             // Let the connection task see the close.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(pool.opened.get(), 3);
         pool.sweep();
         assert_eq!(pool.idle_count(addr), 0);
     }
@@ -381,7 +388,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_body_dropped_before_its_end_takes_its_connection_with_it() {
         let (addr, accepted) = server(1 << 20, usize::MAX).await;
-        let pool = H1Pool::new(Duration::from_secs(1));
+        let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
         let mut body = pool.send(addr, get()).await.unwrap().into_body();
         let first = body.frame().await.unwrap().unwrap();
         assert!(first.data_ref().is_some_and(|d| d.len() < 1 << 20));
@@ -397,7 +404,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
-        let pool = H1Pool::new(Duration::from_secs(1));
+        let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
         let err = pool.send(addr, get()).await.unwrap_err();
         assert!(err.is_connect(), "{err}");
         assert!(matches!(err, PoolError::Connect(_)), "{err}");

@@ -34,6 +34,7 @@ use hyper_util::{
     },
     rt::{TokioExecutor, TokioIo, TokioTimer},
 };
+use prometheus_client::metrics::counter::Counter;
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::CryptoProvider,
@@ -139,11 +140,13 @@ impl UpstreamError {
 pub struct Upstreams {
     /// Plain HTTP/1.1: the worker's own pool (the common case, kept lean).
     http: Arc<H1Pool>,
-    h2c: Client<HttpConnector, UpstreamBody>,
+    h2c: Client<Counted, UpstreamBody>,
     https: Mutex<HashMap<TlsKey, Client<TlsConnector, UpstreamBody>>>,
     tcp: HttpConnector,
     trust: UpstreamTrust,
     provider: Arc<CryptoProvider>,
+    /// Counts the connections every client opens (`xdp_ingress_upstream_connections_total`).
+    opened: Counter,
 }
 
 /// A pooled client builder with the worker's settings.
@@ -158,20 +161,24 @@ fn client_builder() -> hyper_util::client::legacy::Builder {
 
 impl Upstreams {
     /// Must be called inside the worker's runtime.
-    pub fn new(connect_timeout: Duration, trust: UpstreamTrust) -> Self {
+    pub fn new(connect_timeout: Duration, trust: UpstreamTrust, opened: Counter) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
         connector.enforce_http(false);
-        let http = H1Pool::new(connect_timeout);
+        let http = H1Pool::new(connect_timeout, opened.clone());
         tokio::spawn(h1pool::sweep_while_alive(Arc::downgrade(&http)));
         Self {
             http,
-            h2c: client_builder().http2_only(true).build(connector.clone()),
+            h2c: client_builder().http2_only(true).build(Counted {
+                tcp: connector.clone(),
+                opened: opened.clone(),
+            }),
             https: Mutex::new(HashMap::new()),
             tcp: connector,
             trust,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
+            opened,
         }
     }
 
@@ -247,6 +254,7 @@ impl Upstreams {
         }
         .with_no_client_auth();
         TlsConnector {
+            opened: self.opened.clone(),
             tcp: self.tcp.clone(),
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             name: key
@@ -275,9 +283,37 @@ pub fn uri(protocol: BackendProtocol, endpoint: &Authority, pq: &PathAndQuery) -
     Uri::from_parts(parts).ok()
 }
 
+/// Plain TCP (h2c), counting each connection opened.
+#[derive(Clone, Debug)]
+struct Counted {
+    tcp: HttpConnector,
+    opened: Counter,
+}
+
+impl tower_service::Service<Uri> for Counted {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.tcp.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let tcp = self.tcp.call(uri);
+        let opened = self.opened.clone();
+        Box::pin(async move {
+            let stream = tcp.await?;
+            opened.inc();
+            Ok(stream)
+        })
+    }
+}
+
 /// TCP, then a TLS handshake for `name`, else the endpoint's IP address.
 #[derive(Clone)]
 struct TlsConnector {
+    opened: Counter,
     tcp: HttpConnector,
     tls: tokio_rustls::TlsConnector,
     name: Option<ServerName<'static>>,
@@ -302,6 +338,7 @@ impl tower_service::Service<Uri> for TlsConnector {
         let tcp = self.tcp.call(uri.clone());
         let tls = self.tls.clone();
         let name = self.name.clone();
+        let opened = self.opened.clone();
         Box::pin(async move {
             let name = match name {
                 Some(name) => name,
@@ -312,6 +349,7 @@ impl tower_service::Service<Uri> for TlsConnector {
             };
             let stream = tcp.await?.into_inner();
             let stream = tls.connect(name, stream).await?;
+            opened.inc();
             Ok(TlsConn(TokioIo::new(stream)))
         })
     }
