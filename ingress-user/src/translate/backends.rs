@@ -74,11 +74,16 @@ impl<V> ByName<V> {
         names.get_mut(name).expect("just inserted")
     }
 
-    fn insert(&mut self, namespace: &str, name: &str, value: V)
-    where
-        V: Default,
-    {
-        *self.slot(namespace, name) = value;
+    fn insert(&mut self, namespace: &str, name: &str, value: V) {
+        match self.0.get_mut(namespace) {
+            Some(names) => {
+                names.insert(name.to_owned(), value);
+            }
+            None => {
+                let names = HashMap::from_iter([(name.to_owned(), value)]);
+                self.0.insert(namespace.to_owned(), names);
+            }
+        }
     }
 
     fn remove(&mut self, namespace: &str, name: &str) -> Option<V> {
@@ -102,7 +107,7 @@ pub(super) type Changed = ByName<()>;
 /// did, the one indexed last would be used.
 #[derive(Debug, Default)]
 pub(super) struct Index {
-    services: ByName<Option<Arc<Service>>>,
+    services: ByName<Arc<Service>>,
     slices: ByName<Vec<Arc<EndpointSlice>>>,
     /// The objects of the last update by address (held, so an address stays theirs), with the
     /// number of the update that last saw them.
@@ -136,7 +141,7 @@ impl Index {
                 continue;
             }
             let (ns, name) = service_key(service);
-            self.services.insert(ns, name, Some(service.clone()));
+            self.services.insert(ns, name, service.clone());
             changed.insert(ns, name, ());
             self.known_services.insert(addr, (service.clone(), now));
         }
@@ -146,7 +151,7 @@ impl Index {
                 return true;
             }
             let (ns, name) = service_key(service);
-            let current = index.get(ns, name).and_then(Option::as_ref);
+            let current = index.get(ns, name);
             if current.is_some_and(|c| Arc::ptr_eq(c, service)) {
                 index.remove(ns, name);
             }
@@ -236,7 +241,7 @@ impl<'a> Resolver<'a> {
         // Only built for a problem: resolving 10,000 backends allocates no name.
         let service_name = || format!("{}/{}", r.namespace, r.service);
         let found = self.index.services.get(&r.namespace, &r.service);
-        let Some(service) = found.and_then(Option::as_ref) else {
+        let Some(service) = found else {
             return Err(Problem {
                 field: "name",
                 reason: format!("service {} not found", service_name()),

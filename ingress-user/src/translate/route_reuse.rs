@@ -131,14 +131,21 @@ impl RouteCache {
                     entry
                 }
                 None => {
-                    let name: Arc<str> = place.strip_prefix("*.").unwrap_or(place).into();
+                    // An exact host's key and table name are the same text: one allocation.
+                    let (key, name): (Arc<str>, Arc<str>) = match place.strip_prefix("*.") {
+                        Some(suffix) => (place.into(), suffix.into()),
+                        None => {
+                            let name: Arc<str> = place.into();
+                            (name.clone(), name)
+                        }
+                    };
                     let entry = Place {
                         name,
                         sources: sources.collect(),
                         routes: build(),
                         seen: 0,
                     };
-                    self.places.entry(place.into()).or_insert(entry)
+                    self.places.entry(key).or_insert(entry)
                 }
             };
             entry.seen = self.tables;
