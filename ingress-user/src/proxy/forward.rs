@@ -1,6 +1,6 @@
 //! The request handler of a worker: route with `router::find` over one snapshot, pick an endpoint
 //! from the backend's selection state (`balance`, reading the request as the client sent it),
-//! forward with the worker's pooled hyper client, report the upstream outcome back to the pick
+//! forward with the worker's pooled client (`h1pool` for plain HTTP/1.1), report the upstream outcome back to the pick
 //! (latency, failure), add its `Set-Cookie` for a new sticky session, answer.
 //! A plain-HTTP request for a TLS host that redirects is answered with 308 to HTTPS first.
 //!
@@ -395,7 +395,11 @@ impl Forwarder {
                 let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
                 let backend_upgrade = match (switching, client_upgrade) {
                     (true, Some(client)) => {
-                        websocket::splice(client, hyper::upgrade::on(&mut resp), endpoint);
+                        let backend = match resp.body_mut().take_upgraded() {
+                            Some((io, read_ahead)) => websocket::Backend::Pooled { io, read_ahead },
+                            None => websocket::Backend::Hyper(hyper::upgrade::on(&mut resp)),
+                        };
+                        websocket::splice(client, backend, endpoint);
                         websocket::requested(resp.headers())
                     }
                     _ => None,

@@ -11,6 +11,8 @@
 pub mod access;
 pub mod balance;
 pub mod forward;
+pub mod h1codec;
+pub mod h1conn;
 pub mod h1pool;
 pub mod h2streams;
 pub mod headers;

@@ -4,13 +4,18 @@
 //! the `upgrade` token in `Connection`), takes the downstream `OnUpgrade` before the request is
 //! sent on, and puts `Connection: upgrade` / `Upgrade` back after the hop-by-hop headers are
 //! stripped (`restore`). When the backend answers `101 Switching Protocols`, `splice` awaits both
-//! upgraded connections (client side from the worker's hyper server, backend side from the
-//! pooled client) and copies bytes both ways until either side closes.
+//! upgraded connections (client side from the worker's hyper server, backend side the pooled
+//! connection's socket, or hyper-util's for HTTPS backends) and copies bytes both ways until either side closes.
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt as _},
+    net::TcpStream,
+};
 
 /// The `Upgrade` value of an upgrade request or 101 response, if it is one.
 pub fn requested(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -30,25 +35,54 @@ pub fn restore(headers: &mut HeaderMap, upgrade: HeaderValue) {
     headers.insert(header::UPGRADE, upgrade);
 }
 
+/// The backend side of an upgraded connection.
+#[derive(Debug)]
+pub enum Backend {
+    /// From hyper-util's clients (HTTPS backends).
+    Hyper(OnUpgrade),
+    /// From the worker's HTTP/1.1 pool: the socket, and what was read past the 101 head.
+    Pooled { io: TcpStream, read_ahead: Bytes },
+}
+
 /// Joins the upgraded client and backend connections on a task of the current runtime.
-pub fn splice(client: OnUpgrade, backend: OnUpgrade, endpoint: SocketAddr) {
+pub fn splice(client: OnUpgrade, backend: Backend, endpoint: SocketAddr) {
     tokio::spawn(async move {
-        let (client, backend) = match tokio::try_join!(client, backend) {
-            Ok(pair) => pair,
+        let client = match client.await {
+            Ok(client) => TokioIo::new(client),
             Err(err) => {
                 tracing::debug!(%endpoint, error = %err, "upgrade failed");
                 return;
             }
         };
-        let mut client = TokioIo::new(client);
-        let mut backend = TokioIo::new(backend);
-        match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+        let copied = match backend {
+            Backend::Hyper(backend) => match backend.await {
+                Ok(backend) => pump(client, TokioIo::new(backend), Bytes::new()).await,
+                Err(err) => {
+                    tracing::debug!(%endpoint, error = %err, "upgrade failed");
+                    return;
+                }
+            },
+            Backend::Pooled { io, read_ahead } => pump(client, io, read_ahead).await,
+        };
+        match copied {
             Ok((up, down)) => {
                 tracing::debug!(%endpoint, up, down, "upgraded connection closed");
             }
             Err(err) => tracing::debug!(%endpoint, error = %err, "upgraded connection ended"),
         }
     });
+}
+
+/// Sends `read_ahead` (backend bytes that came with the 101) to the client, then copies both ways
+/// until either side closes: bytes sent up and down.
+async fn pump<C, B>(mut client: C, mut backend: B, read_ahead: Bytes) -> std::io::Result<(u64, u64)>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    client.write_all(&read_ahead).await?;
+    let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut backend).await?;
+    Ok((up, down + read_ahead.len() as u64))
 }
 
 #[cfg(test)]
