@@ -1,7 +1,7 @@
 //! The access log line of a request, written when its response body is done: `Logged` wraps the
 //! response body, counts the bytes it sends to the client, and emits the `AccessLog` record (filled
 //! by `forward::Forwarder::handle` when the response head is ready) at the end of the body, or
-//! when hyper drops it (client gone: `complete=false`).
+//! when hyper drops it (client gone: `complete=false`). With access logging off, no record is made.
 use std::{
     net::SocketAddr,
     pin::Pin,
@@ -69,12 +69,18 @@ pub struct Logged {
     log: Option<Box<AccessLog>>,
 }
 
+/// Access log lines are written (the `access` target is enabled at info).
+pub fn enabled() -> bool {
+    tracing::enabled!(target: "access", tracing::Level::INFO)
+}
+
 impl Logged {
-    pub fn new(inner: ResponseBody, log: AccessLog) -> Self {
+    /// `log`: `None` when access logging is off (`enabled`).
+    pub fn new(inner: ResponseBody, log: Option<AccessLog>) -> Self {
         Self {
             inner,
             bytes: 0,
-            log: Some(Box::new(log)),
+            log: log.map(Box::new),
         }
     }
 

@@ -231,7 +231,8 @@ impl Forwarder {
             upstream: outcome.endpoint.zip(outcome.upstream_ms),
             backend: outcome.backend.as_ref(),
         });
-        let log = AccessLog {
+        // Off (`--log-level` without `access` at info): no record made, boxed and dropped.
+        let log = access::enabled().then(|| AccessLog {
             client: down.peer,
             host: host_value,
             method,
@@ -243,7 +244,7 @@ impl Forwarder {
             upstream_ms: outcome.upstream_ms,
             request_id,
             error: outcome.error,
-        };
+        });
         Ok(outcome.response.map(|body| access::Logged::new(body, log)))
     }
 

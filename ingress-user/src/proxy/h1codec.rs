@@ -132,9 +132,16 @@ pub struct Head {
 /// without a use for them do. `head_request`: the request was HEAD (no body follows).
 pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, CodecError> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut slots);
-        let len = match resp.parse(buf) {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        // Uninitialised slots: zeroing 128 headers per attempt was the largest item of a parse.
+        let mut slots =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
                 return Err(CodecError::HeadTooLarge)
@@ -155,7 +162,9 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        let mut headers = HeaderMap::with_capacity(resp.headers.len());
+        // Values are slices of the head (no copy each): their places now, the head cut below.
+        let base = buf.as_ptr() as usize;
+        let mut fields = Vec::with_capacity(resp.headers.len());
         let mut content_length: Option<u64> = None;
         let mut chunked = false;
         let mut transfer_encoding = false;
@@ -163,8 +172,6 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         let mut keep_alive_token = false;
         for h in resp.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| CodecError::Header(h.name.to_owned()))?;
-            let value = HeaderValue::from_bytes(h.value)
                 .map_err(|_| CodecError::Header(h.name.to_owned()))?;
             if name == header::CONTENT_LENGTH {
                 for part in h.value.split(|b| *b == b',') {
@@ -185,9 +192,16 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
                     keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
                 }
             }
+            let start = h.value.as_ptr() as usize - base;
+            fields.push((name, start..start + h.value.len()));
+        }
+        let head = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(fields.len());
+        for (name, at) in fields {
+            let value = HeaderValue::from_maybe_shared(head.slice(at))
+                .map_err(|_| CodecError::Header(name.to_string()))?;
             headers.append(name, value);
         }
-        buf.advance(len);
         let mut keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
         let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
             keep_alive = false;
@@ -198,9 +212,11 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         {
             Framing::Empty
         } else if transfer_encoding {
-            // With a Content-Length too, the message is suspect: read it, then close (§6.3 3).
+            // With a Content-Length too, the message is suspect: read it, then close, and do not
+            // pass the Content-Length on (§6.3 3).
             if content_length.is_some() {
                 keep_alive = false;
+                headers.remove(header::CONTENT_LENGTH);
             }
             if chunked {
                 Framing::Chunked
@@ -412,6 +428,9 @@ mod tests {
             assert_eq!(h.framing, *framing, "{text:?}");
             assert_eq!(h.keep_alive, *keep_alive, "{text:?}");
             assert_eq!(left, 0, "{text:?}");
+            if h.framing == Framing::Chunked {
+                assert!(!h.headers.contains_key(header::CONTENT_LENGTH), "{text:?}");
+            }
         }
     }
 

@@ -146,14 +146,16 @@ impl Conn {
     {
         loop {
             // The response first: once its head is here, what is left of the request is not sent.
-            if let Some(head) = h1codec::parse_head(&mut self.read, head_request)? {
-                let reusable = head.keep_alive && send.is_done();
-                return Poll::Ready(Ok(Response { head, reusable }));
-            }
             reserve(&mut self.read, READ_CHUNK);
             match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(ExchangeError::ClosedBeforeHead)),
-                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Ok(_)) => {
+                    if let Some(head) = h1codec::parse_head(&mut self.read, head_request)? {
+                        let reusable = head.keep_alive && send.is_done();
+                        return Poll::Ready(Ok(Response { head, reusable }));
+                    }
+                    continue;
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(ExchangeError::Read(e))),
                 Poll::Pending => {}
             }

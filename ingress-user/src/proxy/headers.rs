@@ -163,6 +163,10 @@ pub fn set_forwarded(
     client: ClientSide<'_>,
     new_id: impl FnOnce() -> HeaderValue,
 ) -> HeaderValue {
+    // Up to six headers are added (a Host too, for HTTP/2 requests, by `forward`): one growth
+    // of the map instead of one per doubling (callgrind: 5.5k of ~31k instructions per request
+    // went to regrowing a map parsed with room for the client's few headers).
+    headers.reserve(7);
     let peer = client.peer.text.clone();
     // From a trusted proxy: extend its chain, keep what it says about the original request.
     let keep =
