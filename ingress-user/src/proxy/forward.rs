@@ -31,7 +31,7 @@ use super::{
     access::{self, AccessLog},
     balance::{self, Pick, RequestInfo},
     h1pool::PooledBody,
-    headers::{self, ClientSide, TrustedProxies},
+    headers::{self, ClientSide, Forwarded, TrustedProxies},
     outcome::{Outcome, RequestIds},
     router, tls,
     upstream::{self, UpstreamError, Upstreams},
@@ -152,7 +152,7 @@ impl Forwarder {
     /// Serves one request. Never fails: every error is an HTTP answer.
     pub async fn handle(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         down: &Downstream,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
@@ -182,8 +182,8 @@ impl Forwarder {
             };
             (backend, backend.pick(&info))
         });
-        let request_id = headers::set_forwarded(
-            req.headers_mut(),
+        let (forwarded, request_id) = headers::forwarded(
+            req.headers(),
             ClientSide {
                 peer: &down.forwarded,
                 trusted: self.trusted.contains(down.forwarded.ip),
@@ -214,7 +214,7 @@ impl Forwarder {
                     .with_backend(backend.label.clone())
             }
             (None, Some((backend, Some(pick)))) => self
-                .forward(req, backend, pick, host)
+                .forward(req, backend, pick, host, &forwarded)
                 .await
                 .with_backend(backend.label.clone()),
         };
@@ -254,6 +254,7 @@ impl Forwarder {
         backend: &Backend,
         mut pick: Pick<'_>,
         host: &str,
+        forwarded: &Forwarded,
     ) -> Outcome {
         let service: &str = &backend.label;
         let protocol = backend.upstream.protocol;
@@ -328,7 +329,7 @@ impl Forwarder {
         let req = req.map(|body| Either::Left(Limited::new(body, limit)));
 
         let sent = Instant::now();
-        let mut result = self.send(backend, pick.endpoint, req).await;
+        let mut result = self.send(backend, pick.endpoint, req, forwarded).await;
         if let Ok(Err(err)) = &result {
             if err.is_connect() {
                 self.connect_failed(service, &pick, err);
@@ -344,7 +345,7 @@ impl Forwarder {
                     tracing::info!(backend = %service, failed = %pick.endpoint, endpoint = %next.endpoint, "retrying on another endpoint after a connect failure");
                     pick.done(sent.elapsed(), false);
                     pick = next;
-                    result = self.send(backend, pick.endpoint, req).await;
+                    result = self.send(backend, pick.endpoint, req, forwarded).await;
                     if let Ok(Err(err)) = &result {
                         if err.is_connect() {
                             self.connect_failed(service, &pick, err);
@@ -434,8 +435,11 @@ impl Forwarder {
         backend: &Backend,
         endpoint: SocketAddr,
         req: Request<UpstreamBody>,
+        forwarded: &Forwarded,
     ) -> Result<Result<Response<PooledBody>, UpstreamError>, tokio::time::error::Elapsed> {
-        let sending = self.upstreams.send(&backend.upstream, endpoint, req);
+        let sending = self
+            .upstreams
+            .send(&backend.upstream, endpoint, req, forwarded);
         tokio::time::timeout(self.timeouts.response, sending).await
     }
 

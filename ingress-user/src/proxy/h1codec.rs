@@ -50,20 +50,21 @@ pub enum RequestFraming {
     Chunked,
 }
 
-/// Writes `method target HTTP/1.1`, the headers as they are in `headers`, the framing header, and
+/// Writes `method target HTTP/1.1`, the `headers`, then the `extra` ones, the framing header, and
 /// the empty line.
-pub fn encode_head(
+pub fn encode_head<'a>(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
-    headers: &HeaderMap,
+    headers: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    extra: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     framing: RequestFraming,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    for (name, value) in headers.chain(extra) {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -511,9 +512,22 @@ mod tests {
         ];
         for (framing, extra) in cases {
             let mut out = Vec::new();
-            encode_head(&mut out, &Method::POST, "/p?q=1", &headers, framing);
-            let want =
-                format!("POST /p?q=1 HTTP/1.1\r\nhost: a.test\r\nx-b: 1\r\nx-b: 2\r\n{extra}\r\n");
+            let (x_c, nine) = (
+                HeaderName::from_static("x-c"),
+                HeaderValue::from_static("9"),
+            );
+            let extra_fields = [(&x_c, &nine)].into_iter();
+            encode_head(
+                &mut out,
+                &Method::POST,
+                "/p?q=1",
+                headers.iter(),
+                extra_fields,
+                framing,
+            );
+            let want = format!(
+                "POST /p?q=1 HTTP/1.1\r\nhost: a.test\r\nx-b: 1\r\nx-b: 2\r\nx-c: 9\r\n{extra}\r\n"
+            );
             assert_eq!(String::from_utf8(out).unwrap(), want, "{framing:?}");
         }
         assert_eq!(&chunk_size_line(4096)[..], b"1000\r\n");

@@ -42,6 +42,7 @@ use tokio::net::TcpStream;
 use super::{
     h1codec::{self, Framing, RequestFraming},
     h1conn::{BodyState, Conn, ExchangeError},
+    headers::Forwarded,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -99,12 +100,14 @@ impl H1Pool {
         })
     }
 
-    /// Sends `req` (origin-form URI, Host header set, hop-by-hop headers removed) to `endpoint`
-    /// on an idle connection, or a new one.
+    /// Sends `req` (origin-form URI, Host header set, hop-by-hop headers removed) with the
+    /// `forwarded` fields (in place of the request's own of those names) to `endpoint` on an idle
+    /// connection, or a new one.
     pub async fn send<B>(
         self: &Arc<Self>,
         endpoint: SocketAddr,
         req: Request<B>,
+        forwarded: &Forwarded,
     ) -> Result<Response<PooledBody>, PoolError>
     where
         B: Body<Data = Bytes> + Unpin,
@@ -115,7 +118,17 @@ impl H1Pool {
         let head_request = parts.method == Method::HEAD;
         let mut head = Vec::with_capacity(512);
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        h1codec::encode_head(&mut head, &parts.method, target, &parts.headers, framing);
+        h1codec::encode_head(
+            &mut head,
+            &parts.method,
+            target,
+            parts
+                .headers
+                .iter()
+                .filter(|(name, _)| !forwarded.replaces(name)),
+            forwarded.fields(),
+            framing,
+        );
         // Sent again on another connection if this one turns out closed before any response.
         let replayable = body.is_end_stream() && is_idempotent(&parts.method);
         while let Some(mut conn) = self.checkout(endpoint) {
@@ -382,6 +395,7 @@ mod tests {
 
     use super::*;
     use crate::proxy::forward::UpstreamBody;
+    use http::HeaderValue;
 
     /// A raw HTTP/1.1 server: answers each request head with `body_len` bytes; closes the
     /// connection after `per_conn` responses. Counts accepted connections.
@@ -427,7 +441,10 @@ mod tests {
     }
 
     async fn fetch(pool: &Arc<H1Pool>, addr: SocketAddr) -> usize {
-        let resp = pool.send(addr, get()).await.expect("response");
+        let resp = pool
+            .send(addr, get(), &Forwarded::default())
+            .await
+            .expect("response");
         resp.into_body().collect().await.unwrap().to_bytes().len()
     }
 
@@ -444,7 +461,10 @@ mod tests {
         // An empty body goes back at once.
         let (empty, accepted) = server(0, usize::MAX).await;
         for _ in 0..3 {
-            let resp = pool.send(empty, get()).await.unwrap();
+            let resp = pool
+                .send(empty, get(), &Forwarded::default())
+                .await
+                .unwrap();
             assert_eq!(pool.idle_count(empty), 1);
             drop(resp);
         }
@@ -470,7 +490,11 @@ mod tests {
     async fn a_body_dropped_before_its_end_takes_its_connection_with_it() {
         let (addr, accepted) = server(1 << 20, usize::MAX).await;
         let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
-        let mut body = pool.send(addr, get()).await.unwrap().into_body();
+        let mut body = pool
+            .send(addr, get(), &Forwarded::default())
+            .await
+            .unwrap()
+            .into_body();
         let first = body.frame().await.unwrap().unwrap();
         assert!(first.data_ref().is_some_and(|d| d.len() < 1 << 20));
         drop(body);
@@ -543,7 +567,10 @@ mod tests {
     {
         let (addr, mut received) = scripted(script).await;
         let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
-        let resp = pool.send(addr, req).await.expect("response head");
+        let resp = pool
+            .send(addr, req, &Forwarded::default())
+            .await
+            .expect("response head");
         let status = resp.status().as_u16();
         let collected = resp.into_body().collect().await.expect("body");
         let trailers = collected
@@ -625,7 +652,10 @@ mod tests {
             s.write_all(b" the end").await.unwrap();
         });
         let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
-        let resp = pool.send(addr, request(Method::GET)).await.unwrap();
+        let resp = pool
+            .send(addr, request(Method::GET), &Forwarded::default())
+            .await
+            .unwrap();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"until the end");
         assert_eq!(pool.idle_count(addr), 0);
@@ -645,7 +675,10 @@ mod tests {
                 s.write_all(script).await.unwrap();
             });
             let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
-            let resp = pool.send(addr, request(Method::GET)).await.unwrap();
+            let resp = pool
+                .send(addr, request(Method::GET), &Forwarded::default())
+                .await
+                .unwrap();
             let err = resp.into_body().collect().await.unwrap_err();
             assert!(err.to_string().contains("closed"), "{err}");
         }
@@ -720,10 +753,13 @@ mod tests {
             .body(body)
             .unwrap();
         let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
-        let resp = tokio::time::timeout(Duration::from_secs(5), pool.send(addr, req))
-            .await
-            .expect("the response ends the exchange")
-            .unwrap();
+        let resp = tokio::time::timeout(
+            Duration::from_secs(5),
+            pool.send(addr, req, &Forwarded::default()),
+        )
+        .await
+        .expect("the response ends the exchange")
+        .unwrap();
         assert_eq!(resp.status(), 413);
         drop(resp);
         assert_eq!(
@@ -737,7 +773,10 @@ mod tests {
     async fn a_101_hands_over_the_socket_with_the_bytes_read_past_the_head() {
         let (addr, _received) = scripted(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\nEARLY").await;
         let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
-        let mut resp = pool.send(addr, request(Method::GET)).await.unwrap();
+        let mut resp = pool
+            .send(addr, request(Method::GET), &Forwarded::default())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 101);
         assert!(resp.body().is_end_stream());
         // Give the read-ahead a chance to be in the buffer (it came with the head here).
@@ -748,13 +787,50 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn forwarding_fields_replace_the_clients_own_in_the_head() {
+        use crate::proxy::headers::{self, ClientSide, Peer};
+        let (addr, mut received) = scripted(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+        let mut req = request(Method::GET);
+        for (name, value) in [
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-request-id", "keep-me"),
+        ] {
+            req.headers_mut()
+                .append(name, HeaderValue::from_static(value));
+        }
+        let peer = Peer::new("198.18.0.7".parse().unwrap(), 8080);
+        let host = HeaderValue::from_static("pool.test");
+        let client = ClientSide {
+            peer: &peer,
+            trusted: false,
+            proto: "http",
+            host: &host,
+        };
+        let (fields, id) =
+            headers::forwarded(req.headers(), client, || unreachable!("the id is kept"));
+        assert_eq!(id, "keep-me");
+        let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
+        pool.send(addr, req, &fields).await.unwrap();
+        let head = String::from_utf8(received.recv().await.unwrap()).unwrap();
+        let want = "GET /r HTTP/1.1\r\nhost: pool.test\r\nx-request-id: keep-me\r\n\
+                    x-forwarded-for: 198.18.0.7\r\nx-real-ip: 198.18.0.7\r\n\
+                    x-forwarded-proto: http\r\nx-forwarded-port: 8080\r\n\
+                    x-forwarded-host: pool.test\r\n\r\n";
+        assert_eq!(head, want);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn a_refused_connect_is_a_connect_error() {
         let addr = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
         let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
-        let err = pool.send(addr, get()).await.unwrap_err();
+        let err = pool
+            .send(addr, get(), &Forwarded::default())
+            .await
+            .unwrap_err();
         assert!(err.is_connect(), "{err}");
         assert!(matches!(err, PoolError::Connect(_)), "{err}");
     }

@@ -46,6 +46,7 @@ use tokio::net::TcpStream;
 use super::{
     forward::UpstreamBody,
     h1pool::{self, H1Pool, PoolError, PooledBody},
+    headers::Forwarded,
 };
 use crate::model::{BackendProtocol, UpstreamOptions};
 
@@ -182,19 +183,23 @@ impl Upstreams {
         }
     }
 
-    /// Sends `req` (its URI from `uri`) to `endpoint` the way `options` say (protocol, TLS
-    /// settings).
+    /// Sends `req` (its URI from `uri`) with the `forwarded` fields to `endpoint` the way
+    /// `options` say (protocol, TLS settings).
     pub async fn send(
         &self,
         options: &UpstreamOptions,
         endpoint: SocketAddr,
         mut req: Request<UpstreamBody>,
+        forwarded: &Forwarded,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let unpooled = |resp: Response<Incoming>| resp.map(PooledBody::unpooled);
+        if options.protocol != BackendProtocol::Http {
+            forwarded.apply(req.headers_mut());
+        }
         match options.protocol {
             BackendProtocol::Http => {
                 *req.version_mut() = Version::HTTP_11;
-                Ok(self.http.send(endpoint, req).await?)
+                Ok(self.http.send(endpoint, req, forwarded).await?)
             }
             BackendProtocol::H2c | BackendProtocol::Grpc => {
                 *req.version_mut() = Version::HTTP_2;
