@@ -254,7 +254,7 @@ impl Forwarder {
         backend: &Backend,
         mut pick: Pick<'_>,
         host: &str,
-        forwarded: &Forwarded,
+        forwarded: &Forwarded<'_>,
     ) -> Outcome {
         let service: &str = &backend.label;
         let protocol = backend.upstream.protocol;
@@ -435,7 +435,7 @@ impl Forwarder {
         backend: &Backend,
         endpoint: SocketAddr,
         req: Request<UpstreamBody>,
-        forwarded: &Forwarded,
+        forwarded: &Forwarded<'_>,
     ) -> Result<Result<Response<PooledBody>, UpstreamError>, tokio::time::error::Elapsed> {
         let sending = self
             .upstreams

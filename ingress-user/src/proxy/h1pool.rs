@@ -107,7 +107,7 @@ impl H1Pool {
         self: &Arc<Self>,
         endpoint: SocketAddr,
         req: Request<B>,
-        forwarded: &Forwarded,
+        forwarded: &Forwarded<'_>,
     ) -> Result<Response<PooledBody>, PoolError>
     where
         B: Body<Data = Bytes> + Unpin,

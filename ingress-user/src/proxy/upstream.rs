@@ -190,7 +190,7 @@ impl Upstreams {
         options: &UpstreamOptions,
         endpoint: SocketAddr,
         mut req: Request<UpstreamBody>,
-        forwarded: &Forwarded,
+        forwarded: &Forwarded<'_>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let unpooled = |resp: Response<Incoming>| resp.map(PooledBody::unpooled);
         if options.protocol != BackendProtocol::Http {
