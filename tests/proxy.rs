@@ -512,6 +512,11 @@ fn h2c_trailers_pass_through_and_grpc_failures_are_grpc_status() {
     let trailers = trailers.expect("trailers through the proxy");
     assert_eq!(trailers["x-trailer"], "from-backend");
     assert_eq!(trailers["grpc-status"], "0");
+    // The h2c client counts its connections like the HTTP/1.1 pool: this request opened one.
+    assert_eq!(
+        d.metric("xdp_ingress_upstream_connections_total"),
+        Some(1.0)
+    );
 
     let (status, headers, body, _) = h2c_get(&rt, d.http_addr(), "grpc.example", "/svc/Call");
     assert_eq!((status, body.as_str()), (200, ""));

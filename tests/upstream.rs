@@ -99,6 +99,11 @@ fn verified_https_backends_by_name_with_a_ca_file_or_a_ca_secret() {
             d.log.text()
         );
     }
+    // One HTTPS client per TLS setting, each opened a connection, counted like the pool's.
+    assert_eq!(
+        d.metric("xdp_ingress_upstream_connections_total"),
+        Some(3.0)
+    );
     let r = conn.request("byip.example", "/", &[]).unwrap();
     assert_eq!(r.status, 502, "{}", r.body);
     d.log.wait_for(
