@@ -641,16 +641,23 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_body_to_the_close_ends_with_the_close_and_is_not_pooled() {
+    /// A server that answers one request with `parts`, written one by one, then closes.
+    async fn one_shot(parts: &'static [&'static [u8]]) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
             read_request(&mut s, &mut Vec::new()).await.unwrap();
-            s.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil").await.unwrap();
-            s.write_all(b" the end").await.unwrap();
+            for part in parts {
+                s.write_all(part).await.unwrap();
+            }
         });
+        addr
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_body_to_the_close_ends_with_the_close_and_is_not_pooled() {
+        let addr = one_shot(&[b"HTTP/1.1 200 OK\r\n\r\nuntil", b" the end"]).await;
         let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
         let resp = pool
             .send(addr, request(Method::GET), &Forwarded::default())
@@ -663,17 +670,12 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_body_cut_short_is_an_error_not_a_short_response() {
-        for script in [
-            &b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"[..],
-            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel"[..],
-        ] {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(async move {
-                let (mut s, _) = listener.accept().await.unwrap();
-                read_request(&mut s, &mut Vec::new()).await.unwrap();
-                s.write_all(script).await.unwrap();
-            });
+        let scripts: [&'static [&'static [u8]]; 2] = [
+            &[b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"],
+            &[b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel"],
+        ];
+        for script in scripts {
+            let addr = one_shot(script).await;
             let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
             let resp = pool
                 .send(addr, request(Method::GET), &Forwarded::default())
@@ -688,29 +690,21 @@ mod tests {
     async fn request_bodies_keep_their_length_or_go_chunked() {
         use http_body_util::{Full, StreamBody};
         const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-        // Declared length: sent as is.
-        let req = Request::post("/r")
-            .header("host", "pool.test")
-            .header("content-length", "5")
-            .body(Full::new(Bytes::from_static(b"hello")))
-            .unwrap();
-        let got = round_trip(OK, req).await;
-        assert!(
-            got.4.ends_with(b"content-length: 5\r\n\r\nhello"),
-            "{:?}",
-            String::from_utf8_lossy(&got.4)
-        );
-        // Known size, no header (an HTTP/2 client's body): a content-length is added.
-        let req = Request::post("/r")
-            .header("host", "pool.test")
-            .body(Full::new(Bytes::from_static(b"hello")))
-            .unwrap();
-        let got = round_trip(OK, req).await;
-        assert!(
-            got.4.ends_with(b"content-length: 5\r\n\r\nhello"),
-            "{:?}",
-            String::from_utf8_lossy(&got.4)
-        );
+        // Declared length: sent as is. Known size, no header (an HTTP/2 client's body): a
+        // content-length is added.
+        for declared in [true, false] {
+            let mut req = Request::post("/r").header("host", "pool.test");
+            if declared {
+                req = req.header("content-length", "5");
+            }
+            let req = req.body(Full::new(Bytes::from_static(b"hello"))).unwrap();
+            let got = round_trip(OK, req).await;
+            assert!(
+                got.4.ends_with(b"content-length: 5\r\n\r\nhello"),
+                "declared {declared}: {:?}",
+                String::from_utf8_lossy(&got.4)
+            );
+        }
         // Unknown size: chunked.
         let frames = futures::stream::iter(
             [&b"hel"[..], b"", b"lo"]
