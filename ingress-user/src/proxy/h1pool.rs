@@ -477,13 +477,54 @@ mod tests {
         let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
         for _ in 0..3 {
             assert_eq!(fetch(&pool, addr).await, 10);
-            // Let the connection task see the close.
+            // Let the reactor see the close: the checkout skips the connection.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
         assert_eq!(pool.opened.get(), 3);
         pool.sweep();
         assert_eq!(pool.idle_count(addr), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_close_not_yet_seen_costs_an_idempotent_request_nothing() {
+        use std::io::{Read as _, Write as _};
+        // A backend (threads, blocking sockets) that closes each connection 10 ms after its
+        // response.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let (mut got, mut buf) = (Vec::new(), [0u8; 4096]);
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                    std::thread::sleep(Duration::from_millis(10));
+                });
+            }
+        });
+        let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
+        for i in 0..3 {
+            let resp = pool.send(addr, get(), &Forwarded::default()).await;
+            let body = resp
+                .unwrap_or_else(|e| panic!("request {i}: {e}"))
+                .into_body();
+            assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"ok");
+            // The thread blocks, so the reactor does not run: the close arrives unseen, and the
+            // next request is written to the closed connection before it is found out.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(pool.opened.get(), 3);
     }
 
     #[tokio::test(flavor = "current_thread")]
