@@ -56,6 +56,14 @@ pub struct WorkerSpec {
     pub crash: Arc<tokio::sync::Notify>,
 }
 
+/// What a connection's requests share.
+struct ConnState {
+    forwarder: Arc<Forwarder>,
+    down: Downstream,
+    /// The worker is shutting down: responses say `Connection: close`.
+    draining: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// A connection accepted on one of the worker's sockets.
 struct Accepted {
     stream: TcpStream,
@@ -140,16 +148,17 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
                 _ = spec.crash.notified() => panic!("worker {slot} crashed on purpose (test hook)"),
                 next = accepted.recv() => {
                     let Some(Accepted { stream, peer, public_port, tls }) = next else { break };
-                    let forwarder = forwarder.clone();
-                    let down = Arc::new(Downstream::new(peer, public_port, tls.is_some()));
-                    let draining = draining.clone();
+                    // One reference count per request for all the connection's state.
+                    let conn = Arc::new(ConnState {
+                        forwarder: forwarder.clone(),
+                        down: Downstream::new(peer, public_port, tls.is_some()),
+                        draining: draining.clone(),
+                    });
                     let service = service_fn(move |req| {
-                        let forwarder = forwarder.clone();
-                        let draining = draining.clone();
-                        let down = down.clone();
+                        let conn = conn.clone();
                         async move {
-                            let mut resp = forwarder.handle(req, &down).await?;
-                            if draining.load(std::sync::atomic::Ordering::Relaxed) {
+                            let mut resp = conn.forwarder.handle(req, &conn.down).await?;
+                            if conn.draining.load(std::sync::atomic::Ordering::Relaxed) {
                                 // HTTP/1.1: the client closes after this response, so it never
                                 // sends on a connection we are about to close.
                                 resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
