@@ -10,7 +10,8 @@
 //!
 //! `bench http` installs nginx, HAProxy, wrk and h2load from Debian when one is missing, builds
 //! xdp-ingress, `bench_http` and `bench_backend` in release and runs `bench_http`, which puts
-//! xdp-ingress (no XDP), nginx and HAProxy side by side in front of the same backend on loopback.
+//! xdp-ingress (no XDP), nginx and HAProxy side by side in front of the same backend on loopback
+//! (with `--callgrind`, also valgrind: instructions per request instead of req/s).
 //!
 //! `bench convergence` builds xdp-ingress and `bench_convergence` in release and runs it: the
 //! time from an object change (fake API server or manifests folder) to the first request served
@@ -37,7 +38,7 @@ const CONNECT_OPTIONS: [&str; 7] = [
 const USAGE: &str = "usage: cargo xtask bench http [--seconds S] [--rounds N] [--workers N]
     [--proxy-cpus LIST] [--load-cpus LIST] [--connections N] [--streams N]
     [--load-threads N] [--scenarios h1,h1-10k,h1-1m,h2-tls,tls-new]
-    [--plot FILE.svg]                                      (bench_http)
+    [--plot FILE.svg] [--callgrind]                        (bench_http)
        cargo xtask bench convergence [--scale 10,10000] [--changes 100] [--source kube,files]
     [--endpoints N] [--workers N] [--load-clients N] [--load-pause-ms MS]
     [--probe-interval-ms MS] [--pause-ms MS] [--timeout-s S]      (bench_convergence)
@@ -155,8 +156,14 @@ fn http(args: &[String]) -> anyhow::Result<()> {
         println!("{USAGE}");
         return Ok(());
     }
+    // `--callgrind` (instructions per request) runs the proxies under valgrind.
+    let valgrind = args
+        .iter()
+        .any(|a| a == "--callgrind")
+        .then_some(("valgrind", "/usr/bin/valgrind"));
     let missing: Vec<&str> = HTTP_PACKAGES
         .iter()
+        .chain(&valgrind)
         .filter(|(_, file)| !std::path::Path::new(file).exists())
         .map(|(pkg, _)| *pkg)
         .collect();

@@ -5,10 +5,14 @@
 //! Run by `cargo xtask bench http` (see docs/benchmarks.md, section HTTP), which installs the
 //! peers and load generators and builds this program, `bench_backend` and xdp-ingress in release.
 //!
+//! With `--callgrind`, each proxy runs under valgrind and the result is user-space instructions
+//! per request instead (`instructions`).
+//!
 //! Scenarios (each target measured once per round, order rotated between rounds):
 //! `h1` small body over HTTP/1.1 keep-alive (wrk), `h1-10k` and `h1-1m` (10 KiB and 1 MiB
 //! bodies), `h2-tls` small body over HTTP/2 over TLS (h2load), `tls-new` a new TLS connection
 //! per request (wrk over https with `Connection: close`).
+mod instructions;
 mod load;
 mod peers;
 mod plot;
@@ -71,6 +75,10 @@ struct Args {
     /// Also write the results as an SVG plot (req/s and p99 relative to nginx) to this file.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Instead of req/s: user-space instructions per request of each proxy, each run under
+    /// valgrind's callgrind (one measurement per scenario and proxy; `instructions`).
+    #[arg(long)]
+    callgrind: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -178,6 +186,11 @@ fn main() -> anyhow::Result<()> {
             .context("exe dir")?
             .join("bench_backend"),
     };
+    if args.callgrind {
+        for tool in ["valgrind", "callgrind_control"] {
+            ensure!(which(tool), "{tool} is missing (apt-get install valgrind)");
+        }
+    }
     for tool in [
         "wrk",
         "h2load",
@@ -206,6 +219,7 @@ fn main() -> anyhow::Result<()> {
         cpus: args.proxy_cpus.clone(),
         cert,
         key,
+        callgrind: args.callgrind.then(|| dir.clone()),
     };
     let mut ports = BTreeMap::new();
     for t in [Target::Xdp, Target::Nginx, Target::Haproxy] {
@@ -265,6 +279,9 @@ fn main() -> anyhow::Result<()> {
         args.rounds
     );
     println!("access logs off for all three; upstream HTTP/1.1 keep-alive for all three");
+    if args.callgrind {
+        println!("callgrind: one measurement per scenario and proxy (--rounds is not used)");
+    }
     for s in &scenarios {
         println!("  {:8} {}", s.name, s.what);
     }
@@ -282,6 +299,11 @@ fn main() -> anyhow::Result<()> {
         ..shape.clone()
     };
     let log = dir.join("h2load.log");
+    if args.callgrind {
+        let counts = instructions::run(&scenarios, &shape, &ports, &mut procs, &dir, &log)?;
+        instructions::report(&scenarios, &counts);
+        return Ok(());
+    }
     let mut results: BTreeMap<(&str, Target), Vec<Sample>> = BTreeMap::new();
     for s in &scenarios {
         let targets = targets(s);

@@ -22,6 +22,28 @@ pub struct Setup {
     pub cpus: String,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// `--callgrind`: the proxies run under `valgrind --tool=callgrind`, dumps in this folder
+    /// (`cg.NAME.PID[.N]`).
+    pub callgrind: Option<PathBuf>,
+}
+
+impl Setup {
+    /// `program` pinned to the proxy CPUs, under callgrind when asked.
+    fn proxy(&self, name: &str, program: &Path) -> Command {
+        match &self.callgrind {
+            None => pinned(&self.cpus, program),
+            Some(dir) => {
+                let mut cmd = pinned(&self.cpus, Path::new("valgrind"));
+                cmd.arg("--tool=callgrind")
+                    .arg(format!(
+                        "--callgrind-out-file={}/cg.{name}.%p",
+                        dir.display()
+                    ))
+                    .arg(program);
+                cmd
+            }
+        }
+    }
 }
 
 /// A proxy's listening ports.
@@ -60,7 +82,7 @@ pub fn xdp_ingress(
     let manifests = s.dir.join("manifests");
     std::fs::create_dir_all(&manifests)?;
     std::fs::write(manifests.join("bench.yaml"), manifest(s.backend_port))?;
-    let mut cmd = pinned(&s.cpus, bin);
+    let mut cmd = s.proxy("xdp-ingress", bin);
     cmd.arg("run")
         .arg("--manifests")
         .arg(&manifests)
@@ -120,7 +142,7 @@ pub fn nginx(s: &Setup, ports: Ports) -> anyhow::Result<Proc> {
     let conf = format!(
         "worker_processes {workers};
 daemon off;
-master_process on;
+master_process {master};
 user root;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
@@ -158,6 +180,9 @@ http {{
 }}
 ",
         workers = s.workers,
+        // Under callgrind the workers (forked, not exec'd) cannot be told to zero and dump their
+        // counters: one process serves it all (`master_process off`, nginx's single-process mode).
+        master = if s.callgrind.is_some() { "off" } else { "on" },
         d = d.display(),
         backend = s.backend_port,
         http = ports.http,
@@ -167,7 +192,7 @@ http {{
     );
     let path = d.join("nginx.conf");
     std::fs::write(&path, conf)?;
-    let mut cmd = pinned(&s.cpus, Path::new("/usr/sbin/nginx"));
+    let mut cmd = s.proxy("nginx", Path::new("/usr/sbin/nginx"));
     cmd.arg("-p")
         .arg(&d)
         .arg("-e")
@@ -222,7 +247,7 @@ backend be
     );
     let path = d.join("haproxy.cfg");
     std::fs::write(&path, conf)?;
-    let mut cmd = pinned(&s.cpus, Path::new("/usr/sbin/haproxy"));
+    let mut cmd = s.proxy("haproxy", Path::new("/usr/sbin/haproxy"));
     cmd.arg("-db").arg("-f").arg(&path);
     Ok(Proc::start(
         "haproxy",
