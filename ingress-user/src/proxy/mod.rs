@@ -4,8 +4,9 @@
 //!
 //! Request flow inside a worker: `worker` accepts (on the HTTPS port, `tls::handshake` first) →
 //! `forward::Forwarder::handle` (plain HTTP for a TLS host: 308 to HTTPS) → `router::find` over
-//! the current snapshot → backend pick (`balance`) → upstream via the worker's pooled client; `headers`
-//! rewrites the forwarding headers. `listener` owns port numbering and binding; `tls` the rustls
+//! the current snapshot → backend pick (`balance`) → upstream via the worker's pooled client
+//! (`upstream`; plain HTTP/1.1 on the proxy's own client: `h1pool` keeps the connections, `h1conn`
+//! runs one exchange, `h1codec` is the wire format); `headers` decides the forwarding headers. `listener` owns port numbering and binding; `tls` the rustls
 //! configuration and certificate selection; `http2` the HTTP/2 limits and `h2streams` how the
 //! HTTP/2 streams of a connection are run (inside the connection's task).
 pub mod access;
