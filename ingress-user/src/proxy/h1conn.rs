@@ -166,7 +166,7 @@ impl Conn {
                     if let Some(head) = h1codec::parse_head(&mut self.read, head_request)? {
                         let head_len = (before - self.read.len()) as u64;
                         self.first_read = match head.framing {
-                            Framing::Length(n) => usize::try_from(head_len + n)
+                            Framing::Length(n) => usize::try_from(n.saturating_add(head_len))
                                 .unwrap_or(usize::MAX)
                                 .clamp(READ_CHUNK, READ_CHUNK_LARGE),
                             _ => READ_CHUNK,
