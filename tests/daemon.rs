@@ -147,6 +147,24 @@ fn routes_by_host_and_path_with_round_robin_and_forwarding_headers() {
         "{}",
         kept.body
     );
+    // Naming X-Forwarded-For in Connection (a hop-by-hop header) does not take ours away, and
+    // the client's own value is replaced.
+    let spoof = conn
+        .request(
+            HOST,
+            "/tea",
+            &[
+                ("connection", "x-forwarded-for"),
+                ("x-forwarded-for", "6.6.6.6"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        spoof.field("X-Forwarded-For"),
+        Some("127.0.0.1"),
+        "{}",
+        spoof.body
+    );
     // The access log names the id and the backend.
     d.log.wait_for(
         &["client-chosen-id-42", "status=200", "tea-svc"],
