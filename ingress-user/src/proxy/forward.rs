@@ -1,7 +1,8 @@
 //! The request handler of a worker: route with `router::find` over one snapshot, pick an endpoint
 //! from the backend's selection state (`balance`, reading the request as the client sent it),
-//! forward with the worker's pooled client (`h1pool` for plain HTTP/1.1), report the upstream outcome back to the pick
-//! (latency, failure), add its `Set-Cookie` for a new sticky session, answer.
+//! forward with the worker's pooled client (`h1pool` for plain HTTP/1.1), report the upstream
+//! outcome back to the pick (latency, failure), add its `Set-Cookie` for a new sticky session,
+//! answer.
 //! A plain-HTTP request for a TLS host that redirects is answered with 308 to HTTPS first.
 //!
 //! Before forwarding: the body limit (`Limits`, `proxy-body-size`: 413), the upgrade headers of a
@@ -461,8 +462,9 @@ impl Forwarder {
     }
 }
 
-/// Methods that may be sent twice (RFC 9110 §9.2.2) and are retried after a connect failure.
-fn is_idempotent(method: &Method) -> bool {
+/// Methods that may be sent twice (RFC 9110 §9.2.2): retried on another endpoint after a connect
+/// failure, and on a new connection by `h1pool` when an idle one turns out closed.
+pub(super) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE

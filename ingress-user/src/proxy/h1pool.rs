@@ -40,6 +40,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 
 use super::{
+    forward::is_idempotent,
     h1codec::{self, Framing, RequestFraming},
     h1conn::{BodyState, Conn, ExchangeError},
     headers::Forwarded,
@@ -153,7 +154,7 @@ impl H1Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(&endpoint)?;
         while let Some(mut idle) = list.pop() {
-            if now.duration_since(idle.since) < IDLE_TIMEOUT && !idle.conn.closed_while_idle() {
+            if idle.usable(now) {
                 return Some(idle.conn);
             }
         }
@@ -243,14 +244,6 @@ fn request_framing(headers: &HeaderMap, body: &impl Body) -> RequestFraming {
         Some(n) => RequestFraming::Length(n),
         None => RequestFraming::Chunked,
     }
-}
-
-/// Methods that may be sent twice (RFC 9110 §9.2.2).
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
 }
 
 /// Runs `sweep` every `SWEEP_EVERY` until the pool is gone. Spawn it on the worker's runtime.

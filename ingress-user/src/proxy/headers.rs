@@ -2,8 +2,9 @@
 //! `http::HeaderMap`, tested with tables.
 //!
 //! Downstream → upstream: drop hop-by-hop headers (RFC 9110 §7.6.1, and every header named in
-//! `Connection`), set `X-Forwarded-For/-Proto/-Host/-Port` and `X-Real-IP` from what this proxy
-//! saw, keep `X-Request-Id` or add one. Host stays as sent. Incoming forwarding headers are
+//! `Connection`); decide `X-Forwarded-For/-Proto/-Host/-Port` and `X-Real-IP` from what this
+//! proxy saw, keep `X-Request-Id` or add one (`forwarded`), written after the request's own
+//! headers once those are stripped (`Forwarded`). Host stays as sent. Incoming forwarding headers are
 //! believed only from peers in `--trusted-proxies` (`TrustedProxies`): the peer is appended to
 //! their `X-Forwarded-For`, and their `X-Forwarded-Proto/-Host/-Port` and `X-Real-IP` are kept;
 //! from anyone else they are overwritten.
@@ -160,8 +161,8 @@ pub struct ClientSide<'a> {
 /// The forwarding header fields of one request, decided once (`forwarded`) and written after the
 /// request's own headers (and after hop-by-hop stripping, so a client cannot have them removed by
 /// naming them in `Connection`): into the request's map for hyper's clients (`apply`), or straight
-/// into the HTTP/1.1 head (`h1pool`), which spares growing the map for them (callgrind: ~3k of
-/// ~29k instructions per proxied request). A request's own field of a name set here is replaced
+/// into the HTTP/1.1 head (`h1pool`), which spares growing the map for them (callgrind: 2.6k of
+/// 28.8k instructions per proxied request, docs/benchmarks.md "third round"). A request's own field of a name set here is replaced
 /// (`replaces`).
 #[derive(Clone, Debug, Default)]
 pub struct Forwarded<'a> {
@@ -281,21 +282,20 @@ pub fn forwarded<'a>(
     (fields, request_id)
 }
 
-/// Sets the forwarding headers in `headers` (`forwarded`, then `Forwarded::apply`); returns the
-/// request id.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    client: ClientSide<'_>,
-    new_id: impl FnOnce() -> HeaderValue,
-) -> HeaderValue {
-    let (fields, id) = forwarded(headers, client, new_id);
-    fields.apply(headers);
-    id
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `forwarded`, then `Forwarded::apply`: the map an upstream request ends up with.
+    fn set_forwarded(
+        headers: &mut HeaderMap,
+        client: ClientSide<'_>,
+        new_id: impl FnOnce() -> HeaderValue,
+    ) -> HeaderValue {
+        let (fields, id) = forwarded(headers, client, new_id);
+        fields.apply(headers);
+        id
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         pairs

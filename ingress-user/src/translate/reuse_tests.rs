@@ -125,6 +125,16 @@ fn ca_secret(ca: &str) -> Secret {
 }
 
 /// Replaces the object `name` of `list` by an edited copy (a new `Arc`, as a source would).
+/// Moves the first endpoint of slice `a-1` to `addr`.
+fn set_a1_address(i: &mut Inputs, addr: &str) {
+    edit(
+        &mut i.endpoint_slices,
+        |o| o.metadata.name.as_ref(),
+        "a-1",
+        |o| o.endpoints.as_mut().unwrap()[0].addresses = vec![addr.into()],
+    )
+}
+
 fn edit<T: Clone>(
     list: &mut [Arc<T>],
     name: impl Fn(&T) -> Option<&String>,
@@ -270,16 +280,7 @@ fn ingress_annotation_edit_changes_its_backends_keys() {
 fn endpoint_slice_edit_rebuilds_only_its_service() {
     check(
         "slice edit",
-        |i| {
-            edit(
-                &mut i.endpoint_slices,
-                |o| o.metadata.name.as_ref(),
-                "a-1",
-                |o| {
-                    o.endpoints.as_mut().unwrap()[0].addresses = vec!["10.0.0.9".into()];
-                },
-            )
-        },
+        |i| set_a1_address(i, "10.0.0.9"),
         &["b:81 Ewma", "nothere:80 RoundRobin", "s:443 RoundRobin"],
         &["gone.example", "tls.example"],
     );
@@ -455,16 +456,7 @@ fn many_changes_in_a_row_match_fresh_builds() {
             i.services = back.services;
             i.endpoint_slices = back.endpoint_slices;
         }),
-        Box::new(|i| {
-            edit(
-                &mut i.endpoint_slices,
-                |o| o.metadata.name.as_ref(),
-                "a-1",
-                |o| {
-                    o.endpoints.as_mut().unwrap()[0].addresses = vec!["10.0.0.7".into()];
-                },
-            )
-        }),
+        Box::new(|i| set_a1_address(i, "10.0.0.7")),
         Box::new(|_| {}),
     ];
     for (n, step) in steps.iter().enumerate() {
