@@ -25,12 +25,13 @@ use http::{
     header, uri::PathAndQuery, HeaderValue, Method, Request, Response, StatusCode, Version,
 };
 use http_body_util::{Either, Empty, LengthLimitError, Limited};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 
 use super::request_metrics::{Report, RequestMetrics};
 use super::{
     access::{self, AccessLog},
     balance::{self, Pick, RequestInfo},
+    client_body::ClientBody,
     h1pool::PooledBody,
     headers::{self, ClientSide, Forwarded, TrustedProxies},
     outcome::{Outcome, RequestIds},
@@ -50,14 +51,14 @@ pub type ProxyBody = access::Logged;
 
 /// Body of a request sent upstream: the client's, capped at `Limits::max_body_bytes`, or none
 /// (a retry).
-pub type UpstreamBody = Either<Limited<Incoming>, Empty<Bytes>>;
+pub type UpstreamBody = Either<Limited<ClientBody>, Empty<Bytes>>;
 
 /// Size limits of requests (ingress-nginx: `proxy-body-size`, `large-client-header-buffers`).
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Larger request bodies are answered with 413 (`None`: unlimited).
     pub max_body_bytes: Option<u64>,
-    /// Request heads larger than this are answered with 431 by hyper.
+    /// Request heads larger than this are answered with 431 (`h1server`; HTTP/2: hyper).
     pub max_header_bytes: usize,
 }
 
@@ -153,7 +154,7 @@ impl Forwarder {
     /// Serves one request. Never fails: every error is an HTTP answer.
     pub async fn handle(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         down: &Downstream,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
@@ -251,7 +252,7 @@ impl Forwarder {
 
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         backend: &Backend,
         mut pick: Pick<'_>,
         host: &str,
@@ -290,7 +291,7 @@ impl Forwarder {
                 "request target cannot be forwarded".into(),
             );
         };
-        // An HTTP/1.1 upgrade (WebSocket): keep its headers, take the client side's upgrade.
+        // An HTTP/1.1 upgrade (WebSocket): keep its headers.
         let upgrade = match (req.version(), protocol) {
             (Version::HTTP_11, BackendProtocol::Http | BackendProtocol::Https) => {
                 websocket::requested(req.headers())
@@ -303,7 +304,6 @@ impl Forwarder {
             .get_all(header::TE)
             .iter()
             .any(|v| v.to_str().is_ok_and(|v| v.contains("trailers")));
-        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         // HTTP/2 requests carry the host in the URI: make it the Host header for HTTP/1.1.
         if !req.headers().contains_key(header::HOST) {
             if let Ok(value) = HeaderValue::from_str(host) {
@@ -396,21 +396,23 @@ impl Forwarder {
             }
             Ok(Ok(mut resp)) => {
                 let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-                let backend_upgrade = match (switching, client_upgrade) {
-                    (true, Some(client)) => {
-                        let backend = match resp.body_mut().take_upgraded() {
-                            Some((io, read_ahead)) => websocket::Backend::Pooled { io, read_ahead },
-                            None => websocket::Backend::Hyper(hyper::upgrade::on(&mut resp)),
-                        };
-                        websocket::splice(client, backend, endpoint);
-                        websocket::requested(resp.headers())
-                    }
-                    _ => None,
-                };
+                // The backend side goes with the 101 to the client's connection, which joins
+                // the two once the 101 is sent.
+                let backend_upgrade = (switching && upgrade.is_some()).then(|| {
+                    let backend = match resp.body_mut().take_upgraded() {
+                        Some((io, read_ahead)) => websocket::Backend::Pooled { io, read_ahead },
+                        None => websocket::Backend::Hyper(hyper::upgrade::on(&mut resp)),
+                    };
+                    let value = websocket::requested(resp.headers());
+                    (value, websocket::Upgrade::new(backend, endpoint))
+                });
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
-                if let Some(upgrade) = backend_upgrade {
-                    websocket::restore(&mut parts.headers, upgrade);
+                if let Some((value, joined)) = backend_upgrade {
+                    if let Some(value) = value {
+                        websocket::restore(&mut parts.headers, value);
+                    }
+                    parts.extensions.insert(joined);
                 }
                 if let Some(cookie) = set_cookie {
                     parts.headers.append(header::SET_COOKIE, cookie);
@@ -487,7 +489,7 @@ static EMPTY_HOST: HeaderValue = HeaderValue::from_static("");
 
 /// The host a request is for: the URI authority (HTTP/2, absolute-form) or the Host header; empty
 /// when neither is there. A Host header is shared, not copied.
-fn request_host(req: &Request<Incoming>) -> HeaderValue {
+fn request_host(req: &Request<ClientBody>) -> HeaderValue {
     let from_uri = req
         .uri()
         .authority()

@@ -245,7 +245,8 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
     }
 }
 
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
+/// A `content-length` value: decimal digits only, at most 19 of them.
+pub(super) fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }

@@ -364,7 +364,7 @@ impl<B> Sending<'_, B> {
 }
 
 /// Makes at least `want` bytes of spare capacity in `buf` when it has less than half of that.
-fn reserve(buf: &mut BytesMut, want: usize) {
+pub(super) fn reserve(buf: &mut BytesMut, want: usize) {
     if buf.capacity() - buf.len() < want / 2 {
         buf.reserve(want);
     }

@@ -1,6 +1,6 @@
 //! The HTTP/2 server limits of every downstream connection (HTTP/2 over TLS by ALPN, and h2c
-//! prior knowledge), in one place: `configure` sets them on the worker's hyper-util auto builder
-//! before any connection is served. docs/operations.md ("HTTP/2 limits") lists them.
+//! prior knowledge), in one place: `configure` sets them on the hyper HTTP/2 builder of every
+//! connection. docs/operations.md ("HTTP/2 limits") lists them.
 //!
 //! - `MAX_CONCURRENT_STREAMS`: advertised in SETTINGS; a client opening more streams at once
 //!   gets the extra ones refused (RST_STREAM REFUSED_STREAM, safe to retry).
@@ -11,7 +11,8 @@
 //!   GOAWAY ENHANCE_YOUR_CALM.
 //! - `MAX_LOCAL_ERROR_RESET_STREAMS`: streams the proxy had to reset because the client broke the
 //!   protocol on them; one more closes the connection with GOAWAY ENHANCE_YOUR_CALM.
-use hyper_util::{rt::TokioTimer, server::conn::auto};
+use hyper::server::conn::http2::Builder;
+use hyper_util::rt::TokioTimer;
 
 /// Streams one connection may have open at once (nginx's `http2_max_concurrent_streams`).
 pub const MAX_CONCURRENT_STREAMS: u32 = 128;
@@ -21,9 +22,8 @@ pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
 
 /// Sets the HTTP/2 limits on `builder`; `max_header_bytes` is `Limits::max_header_bytes`.
-pub fn configure<E>(builder: &mut auto::Builder<E>, max_header_bytes: usize) {
+pub fn configure<E>(builder: &mut Builder<E>, max_header_bytes: usize) {
     builder
-        .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))

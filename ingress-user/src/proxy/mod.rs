@@ -3,6 +3,8 @@
 //! this daemon's generation listens on, and which slots are live) so XDP can steer to it.
 //!
 //! Request flow inside a worker: `worker` accepts (on the HTTPS port, `tls::handshake` first) →
+//! HTTP/1.1 on the proxy's own server (`h1server`, wire format `h1request`; request bodies reach
+//! the handler as `client_body::ClientBody`), HTTP/2 on hyper's →
 //! `forward::Forwarder::handle` (plain HTTP for a TLS host: 308 to HTTPS) → `router::find` over
 //! the current snapshot → backend pick (`balance`) → upstream via the worker's pooled client
 //! (`upstream`; plain HTTP/1.1 on the proxy's own client: `h1pool` keeps the connections, `h1conn`
@@ -11,10 +13,14 @@
 //! HTTP/2 streams of a connection are run (inside the connection's task).
 pub mod access;
 pub mod balance;
+mod client_body;
 pub mod forward;
+pub mod h1body;
 pub mod h1codec;
 pub mod h1conn;
 pub mod h1pool;
+pub mod h1request;
+pub mod h1server;
 pub mod h2streams;
 pub mod headers;
 pub mod http2;

@@ -8,8 +8,8 @@
 //! Secret that changes is a new snapshot, so new handshakes see the new certificate while
 //! established connections keep the one they negotiated. Workers call `handshake` on every
 //! connection accepted on the HTTPS port (counted in `tls_handshakes{result}`) and serve the
-//! resulting `Stream` like a plain one; ALPN (`h2`, `http/1.1`) tells the client which HTTP
-//! version hyper-util's auto server will detect. Plain-HTTP requests for a TLS host get a 308 to
+//! resulting `Stream` like a plain one; ALPN (`h2`, `http/1.1`) decides whether the worker serves
+//! it with hyper's HTTP/2 server or its own HTTP/1.1 server (`Stream::alpn_h2`). Plain-HTTP requests for a TLS host get a 308 to
 //! `redirect_location`.
 use std::{
     io,
@@ -183,6 +183,16 @@ pub async fn handshake(
         .get_or_create(&TlsHandshakeLabels { result })
         .inc();
     stream
+}
+
+impl Stream {
+    /// TLS negotiated HTTP/2 by ALPN.
+    pub fn alpn_h2(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
+    }
 }
 
 impl AsyncRead for Stream {

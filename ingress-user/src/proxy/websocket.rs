@@ -1,12 +1,16 @@
 //! HTTP/1.1 protocol upgrades (WebSocket) through the proxy.
 //!
 //! Data flow: `forward` asks `requested` whether a request is an upgrade (an `Upgrade` header and
-//! the `upgrade` token in `Connection`), takes the downstream `OnUpgrade` before the request is
-//! sent on, and puts `Connection: upgrade` / `Upgrade` back after the hop-by-hop headers are
-//! stripped (`restore`). When the backend answers `101 Switching Protocols`, `splice` awaits both
-//! upgraded connections (client side from the worker's hyper server, backend side the pooled
-//! connection's socket, or hyper-util's for HTTPS backends) and copies bytes both ways until either side closes.
-use std::net::SocketAddr;
+//! the `upgrade` token in `Connection`) and puts `Connection: upgrade` / `Upgrade` back after the
+//! hop-by-hop headers are stripped (`restore`). When the backend answers `101 Switching
+//! Protocols`, `forward` puts the backend side (the pooled connection's socket, or hyper-util's
+//! upgrade for HTTPS backends) into the response as an `Upgrade`; the client's connection
+//! (`h1server`) sends the `101` and hands its socket to `splice`, which copies bytes both ways
+//! until either side closes.
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue};
@@ -44,25 +48,47 @@ pub enum Backend {
     Pooled { io: TcpStream, read_ahead: Bytes },
 }
 
-/// Joins the upgraded client and backend connections on a task of the current runtime.
-pub fn splice(client: OnUpgrade, backend: Backend, endpoint: SocketAddr) {
+/// The backend side of an accepted upgrade, carried in the extensions of the `101` response to
+/// the client connection (`h1server`), which joins it with its own side once the `101` is sent.
+#[derive(Clone, Debug)]
+pub struct Upgrade(Arc<Mutex<Option<(Backend, SocketAddr)>>>);
+
+impl Upgrade {
+    pub fn new(backend: Backend, endpoint: SocketAddr) -> Self {
+        Self(Arc::new(Mutex::new(Some((backend, endpoint)))))
+    }
+}
+
+/// Joins the upgraded client connection (and the bytes it sent past its request head) with the
+/// backend's, on a task of its own, until either side closes.
+pub fn splice<C>(client: C, client_read_ahead: Bytes, upgrade: Upgrade)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let taken = upgrade.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let Some((backend, endpoint)) = taken else {
+        return;
+    };
     tokio::spawn(async move {
-        let client = match client.await {
-            Ok(client) => TokioIo::new(client),
-            Err(err) => {
-                tracing::debug!(%endpoint, error = %err, "upgrade failed");
-                return;
-            }
-        };
         let copied = match backend {
             Backend::Hyper(backend) => match backend.await {
-                Ok(backend) => pump(client, TokioIo::new(backend), Bytes::new()).await,
+                Ok(backend) => {
+                    pump(
+                        client,
+                        client_read_ahead,
+                        TokioIo::new(backend),
+                        Bytes::new(),
+                    )
+                    .await
+                }
                 Err(err) => {
                     tracing::debug!(%endpoint, error = %err, "upgrade failed");
                     return;
                 }
             },
-            Backend::Pooled { io, read_ahead } => pump(client, io, read_ahead).await,
+            Backend::Pooled { io, read_ahead } => {
+                pump(client, client_read_ahead, io, read_ahead).await
+            }
         };
         match copied {
             Ok((up, down)) => {
@@ -73,18 +99,23 @@ pub fn splice(client: OnUpgrade, backend: Backend, endpoint: SocketAddr) {
     });
 }
 
-/// Sends `read_ahead` (backend bytes that came with the 101) to the client, then copies both ways
-/// until either side closes: bytes sent up and down.
-async fn pump<C, B>(mut client: C, mut backend: B, read_ahead: Bytes) -> std::io::Result<(u64, u64)>
+/// Sends each side what the other sent with its head (`up_ahead` to the backend, `down_ahead`
+/// to the client), then copies both ways until either side closes: bytes sent up and down.
+async fn pump<C, B>(
+    mut client: C,
+    up_ahead: Bytes,
+    mut backend: B,
+    down_ahead: Bytes,
+) -> std::io::Result<(u64, u64)>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    client.write_all(&read_ahead).await?;
+    backend.write_all(&up_ahead).await?;
+    client.write_all(&down_ahead).await?;
     let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut backend).await?;
-    Ok((up, down + read_ahead.len() as u64))
+    Ok((up + up_ahead.len() as u64, down + down_ahead.len() as u64))
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

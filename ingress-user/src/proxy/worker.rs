@@ -3,25 +3,41 @@
 //! its own pooled upstream client. Share-nothing except the snapshot handle and the metrics.
 //!
 //! Accept tasks feed accepted connections to the worker loop; each connection gets its own task
-//! that, on the HTTPS port, first runs the TLS handshake (`tls::handshake`), then is served by
-//! hyper-util's auto server (HTTP/1.1 keep-alive and upgrades such as WebSocket, HTTP/2 by ALPN over TLS or h2c prior knowledge,
-//! with the stream and reset limits of `http2`)
-//! through `Forwarder`; the HTTP/2 streams of a connection run inside its task
-//! (`h2streams::ConnectionStreams`), not as tasks of their own. On
-//! shutdown the worker stops accepting, lets in-flight requests finish (HTTP/1.1 connections are
-//! closed after their current response, HTTP/2 gets GOAWAY), and gives up after the grace period.
+//! that, on the HTTPS port, first runs the TLS handshake (`tls::handshake`), then is served as
+//! HTTP/1.1 by the proxy's own server (`h1server`: keep-alive, pipelining, upgrades such as
+//! WebSocket), or as HTTP/2 by hyper's server when TLS negotiated `h2` (ALPN) or the client opened
+//! with the HTTP/2 preface (h2c prior knowledge), with the stream and reset limits of `http2`;
+//! requests go to `Forwarder`. The HTTP/2 streams of a connection run inside its task
+//! (`h2streams::ConnectionStreams`), not as tasks of their own. On shutdown the worker stops
+//! accepting, lets in-flight requests finish (HTTP/1.1 connections are closed after their current
+//! response, idle ones at once; HTTP/2 gets GOAWAY), and gives up after the grace period.
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use hyper::service::service_fn;
+use std::{
+    io,
+    pin::Pin,
+    sync::atomic::{AtomicUsize, Ordering},
+    task::{Context, Poll},
+};
+
+use bytes::{Buf as _, Bytes};
+use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::graceful::GracefulShutdown,
 };
-use tokio::{net::TcpStream, sync::mpsc, sync::watch};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    sync::mpsc,
+    sync::watch,
+};
 use tokio_rustls::TlsAcceptor;
 
 use super::{
+    client_body::ClientBody,
     forward::{Downstream, Forwarder, Limits, UpstreamTimeouts},
+    h1server::{self, Drain, Ended},
     h2streams::ConnectionStreams,
     tls::{self, Stream},
 };
@@ -60,8 +76,6 @@ pub struct WorkerSpec {
 struct ConnState {
     forwarder: Arc<Forwarder>,
     down: Downstream,
-    /// The worker is shutting down: responses say `Connection: close`.
-    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A connection accepted on one of the worker's sockets.
@@ -75,22 +89,41 @@ struct Accepted {
 /// How long a draining worker announces `Connection: close` before closing idle connections.
 const ANNOUNCE_CLOSE: Duration = Duration::from_secs(1);
 
-/// The HTTP/1.1 and HTTP/2 server settings of one connection, whose HTTP/2 streams run on
-/// `streams` (inside the connection's task).
-fn connection_builder(
+/// The HTTP/2 server settings of one connection, whose streams run on `streams` (inside the
+/// connection's task).
+fn http2_builder(
     streams: ConnectionStreams,
-    header_read_timeout: Duration,
     max_header_bytes: usize,
-) -> auto::Builder<ConnectionStreams> {
-    let mut builder = auto::Builder::new(streams);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .keep_alive(true)
-        .max_buf_size(max_header_bytes.max(8192));
+) -> hyper::server::conn::http2::Builder<ConnectionStreams> {
+    let mut builder = hyper::server::conn::http2::Builder::new(streams);
+    builder.timer(TokioTimer::new());
     super::http2::configure(&mut builder, max_header_bytes);
     builder
+}
+
+/// Counts a connection as open (for the drain and the metric) until dropped.
+struct OpenConnection {
+    open: Arc<AtomicUsize>,
+    metrics: crate::metrics::ProxyMetrics,
+}
+
+impl OpenConnection {
+    fn new(open: &Arc<AtomicUsize>, metrics: &crate::metrics::ProxyMetrics) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        metrics.connections.inc();
+        metrics.open_connections.inc();
+        Self {
+            open: open.clone(),
+            metrics: metrics.clone(),
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.open_connections.dec();
+    }
 }
 
 /// Runs the worker until `shutdown` becomes true, then drains. Blocks the calling thread.
@@ -137,9 +170,13 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
         }
         drop(tx);
 
-        let (header_read_timeout, max_header_bytes) = (spec.header_read_timeout, spec.limits.max_header_bytes);
+        let settings = h1server::Settings {
+            header_read_timeout: spec.header_read_timeout,
+            max_header_bytes: spec.limits.max_header_bytes,
+        };
         let graceful = GracefulShutdown::new();
-        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let drain = Arc::new(Drain::default());
+        let open = Arc::new(AtomicUsize::new(0));
         tracing::debug!(slot, "worker running");
         loop {
             tokio::select! {
@@ -148,44 +185,48 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
                 _ = spec.crash.notified() => panic!("worker {slot} crashed on purpose (test hook)"),
                 next = accepted.recv() => {
                     let Some(Accepted { stream, peer, public_port, tls }) = next else { break };
-                    // One reference count per request for all the connection's state.
                     let conn = Arc::new(ConnState {
                         forwarder: forwarder.clone(),
                         down: Downstream::new(peer, public_port, tls.is_some()),
-                        draining: draining.clone(),
                     });
-                    let service = service_fn(move |req| {
-                        let conn = conn.clone();
-                        async move {
-                            let mut resp = conn.forwarder.handle(req, &conn.down).await?;
-                            if conn.draining.load(std::sync::atomic::Ordering::Relaxed) {
-                                // HTTP/1.1: the client closes after this response, so it never
-                                // sends on a connection we are about to close.
-                                resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-                            }
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    });
-                    // Taken now, so a connection still in its TLS handshake counts as open for
-                    // the drain below.
+                    // Counted now, so a connection still in its TLS handshake is open for the
+                    // drain below.
+                    let counted = OpenConnection::new(&open, &spec.metrics);
                     let watcher = graceful.watcher();
-                    let metrics = spec.metrics.clone();
-                    metrics.connections.inc();
-                    metrics.open_connections.inc();
+                    let drain = drain.clone();
                     tokio::spawn(async move {
                         let stream = match tls {
                             None => Some(Stream::Plain(stream)),
-                            Some(acceptor) => tls::handshake(&acceptor, stream, peer, &metrics).await,
+                            Some(acceptor) => tls::handshake(&acceptor, stream, peer, &counted.metrics).await,
                         };
-                        if let Some(stream) = stream {
-                            let streams = ConnectionStreams::default();
-                            let builder = connection_builder(streams.clone(), header_read_timeout, max_header_bytes);
-                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                            if let Err(err) = streams.serve(watcher.watch(conn.into_owned())).await {
-                                tracing::debug!(%peer, error = %err, "connection ended with an error");
+                        let Some(stream) = stream else { return };
+                        let (io, read) = if stream.alpn_h2() {
+                            (stream, Bytes::new())
+                        } else {
+                            let served = h1server::serve(stream, settings, &drain, |req| {
+                                conn.forwarder.handle(req.map(ClientBody::Http1), &conn.down)
+                            })
+                            .await;
+                            match served {
+                                Ok(Ended::Closed) => return,
+                                Ok(Ended::Http2 { io, read }) => (io, read),
+                                Err(err) => {
+                                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                                    return;
+                                }
                             }
+                        };
+                        let service = service_fn(move |req: http::Request<Incoming>| {
+                            let conn = conn.clone();
+                            async move { conn.forwarder.handle(req.map(ClientBody::Http2), &conn.down).await }
+                        });
+                        let streams = ConnectionStreams::default();
+                        let builder = http2_builder(streams.clone(), settings.max_header_bytes);
+                        let served = builder.serve_connection(TokioIo::new(Rewound { read, io }), service);
+                        if let Err(err) = streams.serve(watcher.watch(served)).await {
+                            tracing::debug!(%peer, error = %err, "connection ended with an error");
                         }
-                        metrics.open_connections.dec();
+                        drop(counted);
                     });
                 }
             }
@@ -197,20 +238,78 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
         // Phase 1: busy HTTP/1.1 connections get `Connection: close` on their next response and
         // close themselves; closing them from our side could meet a request already on its way
         // (which the kernel would answer with a reset).
-        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        drain.announce();
         let announce = ANNOUNCE_CLOSE.min(spec.grace);
         let deadline = tokio::time::Instant::now() + announce;
-        while graceful.count() > 0 && tokio::time::Instant::now() < deadline {
+        while open.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // Phase 2: what is left is idle (closed now) or mid-response (finished first); HTTP/2
         // gets GOAWAY.
-        let open = graceful.count();
-        let rest = spec.grace.saturating_sub(announce);
-        if tokio::time::timeout(rest.max(Duration::from_millis(100)), graceful.shutdown()).await.is_err() {
-            tracing::warn!(slot, open, grace = ?spec.grace, "grace period over, closing remaining connections");
+        drain.close_idle();
+        let left = open.load(Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + spec.grace.saturating_sub(announce).max(Duration::from_millis(100));
+        let _ = tokio::time::timeout_at(deadline, graceful.shutdown()).await;
+        while open.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if open.load(Ordering::Relaxed) > 0 {
+            tracing::warn!(slot, open = left, grace = ?spec.grace, "grace period over, closing remaining connections");
         }
         tracing::debug!(slot, "worker stopped");
         Ok(())
     })
+}
+
+/// A connection with bytes already read from it (the HTTP/2 preface the HTTP/1.1 server saw)
+/// put back in front of what is still to be read.
+struct Rewound {
+    read: Bytes,
+    io: Stream,
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
