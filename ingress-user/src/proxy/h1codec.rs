@@ -163,18 +163,18 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        // Values are slices of the head (no copy each): their places now, the head cut below.
+        // Names and values are slices of the head (no copy each): their places now, the head cut
+        // below. A fixed array: a `Vec` here was an allocation per response.
         let base = buf.as_ptr() as usize;
-        let mut fields = Vec::with_capacity(resp.headers.len());
+        let mut places = [Place::default(); MAX_HEADERS];
         let mut content_length: Option<u64> = None;
         let mut chunked = false;
         let mut transfer_encoding = false;
         let mut close = false;
         let mut keep_alive_token = false;
-        for h in resp.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| CodecError::Header(h.name.to_owned()))?;
-            if name == header::CONTENT_LENGTH {
+        for (h, place) in resp.headers.iter().zip(places.iter_mut()) {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"content-length") {
                 for part in h.value.split(|b| *b == b',') {
                     let n = parse_decimal(part.trim_ascii()).ok_or(CodecError::ContentLength)?;
                     if content_length.is_some_and(|seen| seen != n) {
@@ -182,27 +182,22 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
                     }
                     content_length = Some(n);
                 }
-            } else if name == header::TRANSFER_ENCODING {
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 transfer_encoding = true;
                 // Only the final coding tells: chunked must be last.
                 let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
                 chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
-            } else if name == header::CONNECTION {
+            } else if name.eq_ignore_ascii_case(b"connection") {
                 for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                     close |= token.eq_ignore_ascii_case(b"close");
                     keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
                 }
             }
-            let start = h.value.as_ptr() as usize - base;
-            fields.push((name, start..start + h.value.len()));
+            *place = Place::of(base, h);
         }
+        let fields = resp.headers.len();
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(fields.len());
-        for (name, at) in fields {
-            let value = HeaderValue::from_maybe_shared(head.slice(at))
-                .map_err(|_| CodecError::Header(name.to_string()))?;
-            headers.append(name, value);
-        }
+        let mut headers = sliced_headers(&head, &places[..fields]).map_err(CodecError::Header)?;
         let mut keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
         let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
             keep_alive = false;
@@ -243,6 +238,43 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
             keep_alive,
         }));
     }
+}
+
+/// Where a header field's name and value are in a message head.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Place {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl Place {
+    /// The place of `h`, parsed from the head that starts at `base` (a head is at most
+    /// `MAX_HEAD_BYTES`, so offsets fit).
+    pub(super) fn of(base: usize, h: &httparse::Header<'_>) -> Self {
+        let (n, v) = (
+            h.name.as_ptr() as usize - base,
+            h.value.as_ptr() as usize - base,
+        );
+        Self {
+            name: (n as u32, h.name.len() as u32),
+            value: (v as u32, h.value.len() as u32),
+        }
+    }
+}
+
+/// The header map of a head cut from the read buffer: names and values sliced from it, not
+/// copied. `Err`: the name of a field that is not a valid header.
+pub(super) fn sliced_headers(head: &Bytes, places: &[Place]) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::with_capacity(places.len());
+    for p in places {
+        let name = &head[p.name.0 as usize..(p.name.0 + p.name.1) as usize];
+        let invalid = || String::from_utf8_lossy(name).into_owned();
+        let name = HeaderName::from_bytes(name).map_err(|_| invalid())?;
+        let value = head.slice(p.value.0 as usize..(p.value.0 + p.value.1) as usize);
+        let value = HeaderValue::from_maybe_shared(value).map_err(|_| invalid())?;
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 /// A `content-length` value: decimal digits only, at most 19 of them.

@@ -10,9 +10,9 @@
 //! and `encode_response_head` writes the status line and header section. Pure functions, tested
 //! with tables below.
 use bytes::{BufMut as _, BytesMut};
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+use http::{header, HeaderMap, Method, StatusCode, Uri, Version};
 
-use super::h1codec::parse_decimal;
+use super::h1codec::{parse_decimal, sliced_headers, Place};
 
 /// The HTTP/2 connection preface: a client speaking h2c with prior knowledge starts with it.
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -110,7 +110,7 @@ pub fn parse_request(
     let target = req.path.unwrap_or_default();
     let target_at = target.as_ptr() as usize - base..target.as_ptr() as usize - base + target.len();
     // Places of names and values in the head: both are sliced from it once it is cut (no copy).
-    let mut places = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let mut places = [Place::default(); MAX_HEADERS];
     let mut content_length: Option<u64> = None;
     let mut encoding: Option<bool> = None;
     let (mut close, mut keep_alive_token, mut expect_continue) = (false, false, false);
@@ -139,11 +139,7 @@ pub fn parse_request(
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
         }
-        let (n, v) = (
-            h.name.as_ptr() as usize - base,
-            h.value.as_ptr() as usize - base,
-        );
-        *place = (n as u32, name.len() as u32, v as u32, h.value.len() as u32);
+        *place = Place::of(base, h);
     }
     let fields = req.headers.len();
     if version == Version::HTTP_11 && hosts != 1 {
@@ -159,15 +155,7 @@ pub fn parse_request(
     };
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target_at)).map_err(|_| RequestError::Target)?;
-    let mut headers = HeaderMap::with_capacity(fields);
-    for &(n, n_len, v, v_len) in &places[..fields] {
-        let name = &head[n as usize..(n + n_len) as usize];
-        let name = HeaderName::from_bytes(name)
-            .map_err(|_| RequestError::Header(String::from_utf8_lossy(name).into_owned()))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v as usize..(v + v_len) as usize))
-            .map_err(|_| RequestError::Header(name.to_string()))?;
-        headers.append(name, value);
-    }
+    let headers = sliced_headers(&head, &places[..fields]).map_err(RequestError::Header)?;
     Ok(Some(RequestHead {
         method,
         uri,
@@ -307,6 +295,8 @@ pub fn encode_last_chunk(out: &mut BytesMut, trailers: Option<&HeaderMap>) {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
 
     fn parse(text: &str) -> Result<Option<(RequestHead, usize)>, RequestError> {

@@ -172,7 +172,7 @@ where
             body,
             keep_alive,
             expect_continue,
-        } = *head;
+        } = head;
         let feed = match body {
             BodyFraming::Empty => None,
             BodyFraming::Length(n) => Some(Feeding::new(BodyState::Length(n), expect_continue)),
@@ -234,9 +234,8 @@ where
             && framing != ResponseFraming::Close
             && (status != StatusCode::SWITCHING_PROTOCOLS || upgrade.is_some());
         // A body the client is still sending that nobody will read: keep the connection only if
-        // what is left is small enough to skip.
-        // A body the client was told to hold back (no `100 Continue` sent) is not coming: the
-        // connection cannot be reused.
+        // what is left is small enough to skip. One the client holds back (no `100 Continue`
+        // was sent) is not coming: the connection cannot be reused.
         let unread = feed.as_ref().is_some_and(|f| !f.is_done());
         let skippable = feed
             .as_ref()
@@ -282,8 +281,10 @@ where
 }
 
 /// What comes next on a connection.
+// Returned once per request and taken apart at once: a box would cost an allocation each.
+#[expect(clippy::large_enum_variant)]
 enum Next {
-    Request(Box<RequestHead>),
+    Request(RequestHead),
     Http2,
 }
 
@@ -329,7 +330,7 @@ impl Conn {
                 if let Some(head) =
                     h1request::parse_request(&mut self.read, settings.max_header_bytes)?
                 {
-                    return Poll::Ready(Ok(Some(Next::Request(Box::new(head)))));
+                    return Poll::Ready(Ok(Some(Next::Request(head))));
                 }
             }
             reserve(&mut self.read, READ_CHUNK);
