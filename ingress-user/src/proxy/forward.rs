@@ -356,12 +356,13 @@ impl Forwarder {
             }
         }
         let endpoint = pick.endpoint;
-        let upstream_ms = sent.elapsed().as_secs_f64() * 1000.0;
+        let upstream_time = sent.elapsed();
+        let upstream_ms = upstream_time.as_secs_f64() * 1000.0;
         if let Ok(Ok(_)) = &result {
             pick.connected(true);
         }
         let set_cookie = pick.set_cookie.take();
-        pick.done(sent.elapsed(), matches!(result, Ok(Ok(_))));
+        pick.done(upstream_time, matches!(result, Ok(Ok(_))));
         let outcome = match result {
             Err(_) => Outcome::local(
                 StatusCode::GATEWAY_TIMEOUT,

@@ -30,7 +30,7 @@ use http::{header, HeaderMap, Request, Response, StatusCode, Version};
 use hyper::body::Body as _;
 use tokio::{
     io::AsyncWrite,
-    sync::Notify,
+    sync::{futures::Notified, Notify},
     time::{Instant, Sleep},
 };
 use tokio_util::io::poll_read_buf;
@@ -141,11 +141,21 @@ where
     };
     let timer = tokio::time::sleep(settings.header_read_timeout);
     tokio::pin!(timer);
+    // Registered once for the connection's life, not per wait for a request.
+    let closing = drain.idle_closed.notified();
+    tokio::pin!(closing);
+    closing.as_mut().enable();
     let mut first = true;
     loop {
         let deadline = Instant::now() + settings.header_read_timeout;
         let head = conn
-            .read_head(first, deadline, timer.as_mut(), settings, drain)
+            .read_head(
+                first,
+                deadline,
+                (timer.as_mut(), closing.as_mut()),
+                settings,
+                drain,
+            )
             .await;
         let head = match head {
             Ok(Some(Next::Request(head))) => head,
@@ -314,13 +324,10 @@ impl Conn {
         &mut self,
         first: bool,
         deadline: Instant,
-        mut timer: Pin<&mut Sleep>,
+        (mut timer, mut closing): (Pin<&mut Sleep>, Pin<&mut Notified<'_>>),
         settings: Settings,
         drain: &Drain,
     ) -> Result<Option<Next>, ServeError> {
-        let closing = drain.idle_closed.notified();
-        tokio::pin!(closing);
-        let mut armed = false;
         std::future::poll_fn(|cx| loop {
             if first && self.read.starts_with(h1request::H2_PREFACE) {
                 return Poll::Ready(Ok(Some(Next::Http2)));
@@ -343,15 +350,12 @@ impl Conn {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(ServeError::Read(e))),
                 Poll::Pending => {}
             }
-            if self.read.is_empty() {
-                if !armed {
-                    closing.as_mut().enable();
-                    armed = true;
-                }
-                if drain.close_idle.load(Ordering::Relaxed) || closing.as_mut().poll(cx).is_ready()
-                {
-                    return Poll::Ready(Ok(None));
-                }
+            let idle = self.read.is_empty();
+            if idle
+                && (drain.close_idle.load(Ordering::Relaxed)
+                    || closing.as_mut().poll(cx).is_ready())
+            {
+                return Poll::Ready(Ok(None));
             }
             // One timer per connection, moved only when it fires early: requests do not each
             // reset it.
@@ -571,9 +575,13 @@ impl Conn {
         if self.io.shutdown().await.is_err() || !linger {
             return;
         }
+        // Into the read buffer, not a stack array: that would grow every connection's future.
         let _ = tokio::time::timeout(LINGER, async {
-            let mut sink = [0u8; 4096];
-            while matches!(self.io.read(&mut sink).await, Ok(n) if n > 0) {}
+            self.read.clear();
+            reserve(&mut self.read, READ_CHUNK);
+            while matches!(self.io.read_buf(&mut self.read).await, Ok(n) if n > 0) {
+                self.read.clear();
+            }
         })
         .await;
     }
