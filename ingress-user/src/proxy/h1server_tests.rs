@@ -301,3 +301,89 @@ async fn the_http2_preface_is_handed_back_with_what_followed() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_101_joins_the_client_with_the_backend_side_and_early_bytes_cross() {
+    let backend_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend_listener.local_addr().unwrap();
+    let to_backend = TcpStream::connect(backend_addr).await.unwrap();
+    let (mut backend, _) = backend_listener.accept().await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (io, _) = listener.accept().await.unwrap();
+    let mut side = Some(to_backend);
+    tokio::spawn(async move {
+        let drain = Drain::default();
+        let settings = Settings {
+            header_read_timeout: WAIT,
+            max_header_bytes: 1024,
+        };
+        serve(Stream::Plain(io), settings, &drain, move |_req| {
+            let io = side.take().expect("one upgrade");
+            async move {
+                let empty = Logged::new(Either::Right(Full::new(Bytes::new())), None);
+                let mut resp = Response::new(empty);
+                *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                let h = resp.headers_mut();
+                h.insert("connection", http::HeaderValue::from_static("upgrade"));
+                h.insert("upgrade", http::HeaderValue::from_static("websocket"));
+                let read_ahead = Bytes::from_static(b"early-down");
+                let backend = websocket::Backend::Pooled { io, read_ahead };
+                resp.extensions_mut()
+                    .insert(websocket::Upgrade::new(backend, backend_addr));
+                Ok(resp)
+            }
+        })
+        .await
+    });
+    // The client's first frame rides with its request head.
+    client
+        .write_all(b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\nearly-up")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"early-down") {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(WAIT, client.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(
+        text.starts_with("http/1.1 101 switching protocols\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("\r\nupgrade: websocket\r\n"), "{text}");
+    assert!(!text.contains("connection: close"), "{text}");
+    let mut up = [0u8; 8];
+    tokio::time::timeout(WAIT, backend.read_exact(&mut up))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&up, b"early-up");
+    // Then both ways, until either side closes.
+    client.write_all(b"ping").await.unwrap();
+    let mut four = [0u8; 4];
+    tokio::time::timeout(WAIT, backend.read_exact(&mut four))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&four, b"ping");
+    backend.write_all(b"pong").await.unwrap();
+    tokio::time::timeout(WAIT, client.read_exact(&mut four))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&four, b"pong");
+    drop(backend);
+    let n = tokio::time::timeout(WAIT, client.read(&mut four))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0, "the client side closes with the backend");
+}

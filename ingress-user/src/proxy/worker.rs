@@ -11,13 +11,16 @@
 //! (`h2streams::ConnectionStreams`), not as tasks of their own. On shutdown the worker stops
 //! accepting, lets in-flight requests finish (HTTP/1.1 connections are closed after their current
 //! response, idle ones at once; HTTP/2 gets GOAWAY), and gives up after the grace period.
-use std::{net::SocketAddr, sync::Arc, time::Duration};
-
 use std::{
     io,
+    net::SocketAddr,
     pin::Pin,
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::{Buf as _, Bytes};
@@ -247,13 +250,13 @@ pub fn run(spec: WorkerSpec, mut shutdown: watch::Receiver<bool>) -> std::io::Re
         // Phase 2: what is left is idle (closed now) or mid-response (finished first); HTTP/2
         // gets GOAWAY.
         drain.close_idle();
-        let left = open.load(Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + spec.grace.saturating_sub(announce).max(Duration::from_millis(100));
         let _ = tokio::time::timeout_at(deadline, graceful.shutdown()).await;
         while open.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if open.load(Ordering::Relaxed) > 0 {
+        let left = open.load(Ordering::Relaxed);
+        if left > 0 {
             tracing::warn!(slot, open = left, grace = ?spec.grace, "grace period over, closing remaining connections");
         }
         tracing::debug!(slot, "worker stopped");
