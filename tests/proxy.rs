@@ -495,6 +495,16 @@ fn h2c_trailers_pass_through_and_grpc_failures_are_grpc_status() {
         &[("nginx.ingress.kubernetes.io/backend-protocol", "GRPC")],
     );
     setup(dir.path(), "h1.example", "h1-svc", &[h2], &[]);
+    // A plain HTTP/1.1 backend slower than --upstream-timeout (the pool's own deadline).
+    let backends = Backends::new();
+    let slow_h1 = backends.slow(Duration::from_secs(4), std::sync::Arc::default());
+    setup(
+        dir.path(),
+        "slow-h1.example",
+        "slow-h1-svc",
+        &[slow_h1],
+        &[],
+    );
     setup(
         dir.path(),
         "slow-grpc.example",
@@ -538,6 +548,15 @@ fn h2c_trailers_pass_through_and_grpc_failures_are_grpc_status() {
     let mut conn = HttpConn::connect(d.http_addr()).unwrap();
     let r = conn.request("h1.example", "/", &[]).unwrap();
     assert_eq!(r.status, 502);
+    // Plain HTTP/1.1 slower than --upstream-timeout: 504, after about that long.
+    let started = std::time::Instant::now();
+    let r = conn.request("slow-h1.example", "/", &[]).unwrap();
+    assert_eq!(r.status, 504, "{}", d.log.text());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
 }
 
 #[test]

@@ -184,7 +184,7 @@ impl Forwarder {
             };
             (backend, backend.pick(&info))
         });
-        let (forwarded, request_id) = headers::forwarded(
+        let forwarded = headers::forwarded(
             req.headers(),
             ClientSide {
                 peer: &down.forwarded,
@@ -234,7 +234,8 @@ impl Forwarder {
             backend: outcome.backend.as_ref(),
         });
         // Off (`--log-level` without `access` at info): no record made, boxed and dropped.
-        let log = access::enabled().then(|| AccessLog {
+        let request_id = access::enabled().then(|| forwarded.request_id().clone());
+        let log = request_id.map(|request_id| AccessLog {
             client: down.peer,
             host: host_value,
             method,
@@ -440,11 +441,16 @@ impl Forwarder {
         endpoint: SocketAddr,
         req: Request<UpstreamBody>,
         forwarded: &Forwarded<'_>,
-    ) -> Result<Result<Response<PooledBody>, UpstreamError>, tokio::time::error::Elapsed> {
-        let sending = self
+    ) -> Result<Result<Response<PooledBody>, UpstreamError>, TimedOut> {
+        let deadline = tokio::time::Instant::now() + self.timeouts.response;
+        match self
             .upstreams
-            .send(&backend.upstream, endpoint, req, forwarded);
-        tokio::time::timeout(self.timeouts.response, sending).await
+            .send(&backend.upstream, endpoint, req, forwarded, deadline)
+            .await
+        {
+            Err(err) if err.is_timeout() => Err(TimedOut),
+            sent => Ok(sent),
+        }
     }
 
     /// Counts a connect failure for passive health; logs it, and the ejection it may cause.
@@ -464,6 +470,9 @@ impl Forwarder {
         }
     }
 }
+
+/// The upstream sent no response head within the response timeout.
+struct TimedOut;
 
 /// Methods that may be sent twice (RFC 9110 §9.2.2): retried on another endpoint after a connect
 /// failure, and on a new connection by `h1pool` when an idle one turns out closed.

@@ -1,6 +1,8 @@
 //! One HTTP/1.1 connection to a plain-HTTP endpoint, driven by the request that uses it: no task,
-//! no channel, no timer of its own (the response timeout is the caller's). The wire format is
-//! `h1codec`'s; the pool that keeps idle connections is `h1pool`.
+//! no channel. The wire format is `h1codec`'s; the pool that keeps idle connections is `h1pool`.
+//! The response timeout is one timer per connection, moved only when it fires before the current
+//! request's deadline (deadlines only grow on a connection): requests do not each register and
+//! remove a timer.
 //!
 //! Data flow: `exchange` writes the encoded request head, then the request body frames (as they
 //! are, or as chunks), while it watches the read side: the response head may come before the
@@ -10,6 +12,7 @@
 //! back to the pool if both messages were complete and the backend did not ask to close. A 101
 //! response hands the socket and whatever was read past the head to the upgrade (`into_upgraded`).
 use std::{
+    future::Future as _,
     io::{self, IoSlice},
     pin::Pin,
     task::{ready, Context, Poll, Waker},
@@ -17,7 +20,11 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame};
-use tokio::{io::AsyncWrite as _, net::TcpStream};
+use tokio::{
+    io::AsyncWrite as _,
+    net::TcpStream,
+    time::{Instant, Sleep},
+};
 use tokio_util::io::poll_read_buf;
 
 use super::h1codec::{self, Chunk, ChunkedDecoder, CodecError, Framing, Head, RequestFraming};
@@ -46,6 +53,8 @@ pub enum ExchangeError {
     ClosedInChunks,
     #[error("request body: {0}")]
     RequestBody(#[source] BoxError),
+    #[error("no response head before the deadline")]
+    TimedOut,
 }
 
 impl ExchangeError {
@@ -75,6 +84,8 @@ pub struct Conn {
     /// response, when it was larger than `READ_CHUNK` (up to `READ_CHUNK_LARGE`), so that a
     /// backend sending ~10 KiB responses is read in one go, not two.
     first_read: usize,
+    /// The response timer, made on the first exchange and kept for the connection's life.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// A response head, and whether the connection may be reused after its body.
@@ -92,6 +103,7 @@ impl Conn {
             io,
             read: BytesMut::new(),
             first_read: READ_CHUNK,
+            timer: None,
         }
     }
 
@@ -114,13 +126,15 @@ impl Conn {
     }
 
     /// Sends `head` (from `h1codec::encode_head`) and `body` (chunked when `framing` says so),
-    /// and reads the response head. `head_request`: the method was HEAD.
+    /// and reads the response head, by `deadline` (else `TimedOut`). `head_request`: the method
+    /// was HEAD.
     pub async fn exchange<B>(
         &mut self,
         head: &[u8],
         body: B,
         framing: RequestFraming,
         head_request: bool,
+        deadline: Instant,
     ) -> Result<Response, ExchangeError>
     where
         B: Body<Data = Bytes> + Unpin,
@@ -136,7 +150,32 @@ impl Conn {
         if send.body.as_ref().is_some_and(Body::is_end_stream) {
             send.body = None;
         }
-        std::future::poll_fn(|cx| self.poll_exchange(cx, &mut send, head_request)).await
+        std::future::poll_fn(|cx| match self.poll_exchange(cx, &mut send, head_request) {
+            Poll::Pending if self.poll_deadline(cx, deadline).is_ready() => {
+                Poll::Ready(Err(ExchangeError::TimedOut))
+            }
+            polled => polled,
+        })
+        .await
+    }
+
+    /// `Ready` once `deadline` has passed; otherwise the connection's timer will wake the task
+    /// by then.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
+            // Set for an earlier request: moved to this one's deadline only now.
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
     }
 
     fn poll_exchange<B>(

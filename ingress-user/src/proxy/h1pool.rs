@@ -103,12 +103,14 @@ impl H1Pool {
 
     /// Sends `req` (origin-form URI, Host header set, hop-by-hop headers removed) with the
     /// `forwarded` fields (in place of the request's own of those names) to `endpoint` on an idle
-    /// connection, or a new one.
+    /// connection, or a new one; its response head must be there by `deadline` (connecting has
+    /// its own timeout).
     pub async fn send<B>(
         self: &Arc<Self>,
         endpoint: SocketAddr,
         req: Request<B>,
         forwarded: &Forwarded<'_>,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<PooledBody>, PoolError>
     where
         B: Body<Data = Bytes> + Unpin,
@@ -133,7 +135,10 @@ impl H1Pool {
         // Sent again on another connection if this one turns out closed before any response.
         let replayable = body.is_end_stream() && is_idempotent(&parts.method);
         while let Some(mut conn) = self.checkout(endpoint) {
-            match conn.exchange(&head, &mut body, framing, head_request).await {
+            match conn
+                .exchange(&head, &mut body, framing, head_request, deadline)
+                .await
+            {
                 Ok(resp) => return Ok(self.pooled(endpoint, conn, resp)),
                 Err(err) if replayable && err.is_closed_before_head() => {
                     tracing::debug!(%endpoint, %err, "idle upstream connection was closed; next one");
@@ -142,7 +147,10 @@ impl H1Pool {
             }
         }
         let mut conn = self.connect(endpoint).await?;
-        match conn.exchange(&head, &mut body, framing, head_request).await {
+        match conn
+            .exchange(&head, &mut body, framing, head_request, deadline)
+            .await
+        {
             Ok(resp) => Ok(self.pooled(endpoint, conn, resp)),
             Err(err) => Err(PoolError::Exchange(err)),
         }
@@ -425,6 +433,11 @@ mod tests {
         (addr, accepted)
     }
 
+    /// A response deadline no test reaches.
+    fn soon() -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(30)
+    }
+
     fn get() -> Request<UpstreamBody> {
         Request::builder()
             .uri("/")
@@ -435,7 +448,7 @@ mod tests {
 
     async fn fetch(pool: &Arc<H1Pool>, addr: SocketAddr) -> usize {
         let resp = pool
-            .send(addr, get(), &Forwarded::default())
+            .send(addr, get(), &Forwarded::default(), soon())
             .await
             .expect("response");
         resp.into_body().collect().await.unwrap().to_bytes().len()
@@ -455,7 +468,7 @@ mod tests {
         let (empty, accepted) = server(0, usize::MAX).await;
         for _ in 0..3 {
             let resp = pool
-                .send(empty, get(), &Forwarded::default())
+                .send(empty, get(), &Forwarded::default(), soon())
                 .await
                 .unwrap();
             assert_eq!(pool.idle_count(empty), 1);
@@ -507,7 +520,7 @@ mod tests {
         });
         let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
         for i in 0..3 {
-            let resp = pool.send(addr, get(), &Forwarded::default()).await;
+            let resp = pool.send(addr, get(), &Forwarded::default(), soon()).await;
             let body = resp
                 .unwrap_or_else(|e| panic!("request {i}: {e}"))
                 .into_body();
@@ -525,7 +538,7 @@ mod tests {
         let (addr, accepted) = server(1 << 20, usize::MAX).await;
         let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
         let mut body = pool
-            .send(addr, get(), &Forwarded::default())
+            .send(addr, get(), &Forwarded::default(), soon())
             .await
             .unwrap()
             .into_body();
@@ -602,7 +615,7 @@ mod tests {
         let (addr, mut received) = scripted(script).await;
         let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
         let resp = pool
-            .send(addr, req, &Forwarded::default())
+            .send(addr, req, &Forwarded::default(), soon())
             .await
             .expect("response head");
         let status = resp.status().as_u16();
@@ -694,7 +707,7 @@ mod tests {
         let addr = one_shot(&[b"HTTP/1.1 200 OK\r\n\r\nuntil", b" the end"]).await;
         let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
         let resp = pool
-            .send(addr, request(Method::GET), &Forwarded::default())
+            .send(addr, request(Method::GET), &Forwarded::default(), soon())
             .await
             .unwrap();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -712,7 +725,7 @@ mod tests {
             let addr = one_shot(script).await;
             let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
             let resp = pool
-                .send(addr, request(Method::GET), &Forwarded::default())
+                .send(addr, request(Method::GET), &Forwarded::default(), soon())
                 .await
                 .unwrap();
             let err = resp.into_body().collect().await.unwrap_err();
@@ -783,7 +796,7 @@ mod tests {
         let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
         let resp = tokio::time::timeout(
             Duration::from_secs(5),
-            pool.send(addr, req, &Forwarded::default()),
+            pool.send(addr, req, &Forwarded::default(), soon()),
         )
         .await
         .expect("the response ends the exchange")
@@ -802,7 +815,7 @@ mod tests {
         let (addr, _received) = scripted(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\nEARLY").await;
         let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
         let mut resp = pool
-            .send(addr, request(Method::GET), &Forwarded::default())
+            .send(addr, request(Method::GET), &Forwarded::default(), soon())
             .await
             .unwrap();
         assert_eq!(resp.status(), 101);
@@ -835,11 +848,10 @@ mod tests {
             proto: "http",
             host: &host,
         };
-        let (fields, id) =
-            headers::forwarded(req.headers(), client, || unreachable!("the id is kept"));
-        assert_eq!(id, "keep-me");
+        let fields = headers::forwarded(req.headers(), client, || unreachable!("the id is kept"));
+        assert_eq!(fields.request_id(), "keep-me");
         let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
-        pool.send(addr, req, &fields).await.unwrap();
+        pool.send(addr, req, &fields, soon()).await.unwrap();
         let head = String::from_utf8(received.recv().await.unwrap()).unwrap();
         let want = "GET /r HTTP/1.1\r\nhost: pool.test\r\nx-request-id: keep-me\r\n\
                     x-forwarded-for: 198.18.0.7\r\nx-real-ip: 198.18.0.7\r\n\
@@ -856,10 +868,92 @@ mod tests {
         };
         let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
         let err = pool
-            .send(addr, get(), &Forwarded::default())
+            .send(addr, get(), &Forwarded::default(), soon())
             .await
             .unwrap_err();
         assert!(err.is_connect(), "{err}");
         assert!(matches!(err, PoolError::Connect(_)), "{err}");
+    }
+
+    /// A server that answers the n-th request on a connection after `delays[n]`.
+    async fn slow_server(delays: Vec<Duration>) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let delays = delays.clone();
+                tokio::spawn(async move {
+                    for delay in delays {
+                        let mut buf = Vec::new();
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let mut chunk = [0u8; 4096];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        tokio::time::sleep(delay).await;
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Holds the connection open without answering.
+                    let _ = s.read(&mut [0u8; 1]).await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_backend_silent_past_the_deadline_times_out() {
+        let (addr, _) = slow_server(vec![Duration::from_secs(30)]).await;
+        let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
+        let started = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+        let err = pool
+            .send(addr, get(), &Forwarded::default(), deadline)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PoolError::Exchange(ExchangeError::TimedOut)),
+            "{err}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_timer_left_by_an_earlier_request_does_not_cut_a_later_one() {
+        // The second answer comes after the first request's deadline has long passed: the
+        // connection's timer, set for the first request, must be moved, not fire.
+        let (addr, accepted) = slow_server(vec![Duration::ZERO, Duration::from_millis(400)]).await;
+        let pool = H1Pool::new(Duration::from_secs(1), Counter::default());
+        let first = tokio::time::Instant::now() + Duration::from_millis(150);
+        let resp = pool
+            .send(addr, get(), &Forwarded::default(), first)
+            .await
+            .unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let second = tokio::time::Instant::now() + Duration::from_secs(5);
+        let resp = pool
+            .send(addr, get(), &Forwarded::default(), second)
+            .await
+            .unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection, one timer"
+        );
     }
 }

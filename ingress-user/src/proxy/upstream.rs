@@ -45,6 +45,7 @@ use tokio::net::TcpStream;
 
 use super::{
     forward::UpstreamBody,
+    h1conn::ExchangeError,
     h1pool::{self, H1Pool, PoolError, PooledBody},
     headers::Forwarded,
 };
@@ -124,6 +125,8 @@ pub enum UpstreamError {
     Pool(#[from] PoolError),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error("no response head before the deadline")]
+    TimedOut,
 }
 
 impl UpstreamError {
@@ -132,7 +135,16 @@ impl UpstreamError {
         match self {
             Self::Pool(e) => e.is_connect(),
             Self::Client(e) => e.is_connect(),
+            Self::TimedOut => false,
         }
+    }
+
+    /// The response head did not come by the deadline.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            Self::TimedOut | Self::Pool(PoolError::Exchange(ExchangeError::TimedOut))
+        )
     }
 }
 
@@ -184,13 +196,14 @@ impl Upstreams {
     }
 
     /// Sends `req` (its URI from `uri`) with the `forwarded` fields to `endpoint` the way
-    /// `options` say (protocol, TLS settings).
+    /// `options` say (protocol, TLS settings); its response head must be there by `deadline`.
     pub async fn send(
         &self,
         options: &UpstreamOptions,
         endpoint: SocketAddr,
         mut req: Request<UpstreamBody>,
         forwarded: &Forwarded<'_>,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let unpooled = |resp: Response<Incoming>| resp.map(PooledBody::unpooled);
         if options.protocol != BackendProtocol::Http {
@@ -199,16 +212,19 @@ impl Upstreams {
         match options.protocol {
             BackendProtocol::Http => {
                 *req.version_mut() = Version::HTTP_11;
-                Ok(self.http.send(endpoint, req, forwarded).await?)
+                Ok(self.http.send(endpoint, req, forwarded, deadline).await?)
             }
             BackendProtocol::H2c | BackendProtocol::Grpc => {
                 *req.version_mut() = Version::HTTP_2;
-                Ok(unpooled(self.h2c.request(req).await?))
+                let sending = self.h2c.request(req);
+                let resp = tokio::time::timeout_at(deadline, sending).await;
+                Ok(unpooled(resp.map_err(|_| UpstreamError::TimedOut)??))
             }
             BackendProtocol::Https => {
                 *req.version_mut() = Version::HTTP_11;
                 let client = self.https_client(options);
-                Ok(unpooled(client.request(req).await?))
+                let resp = tokio::time::timeout_at(deadline, client.request(req)).await;
+                Ok(unpooled(resp.map_err(|_| UpstreamError::TimedOut)??))
             }
         }
     }
