@@ -398,9 +398,13 @@ mod tests {
     use crate::proxy::forward::UpstreamBody;
     use http::HeaderValue;
 
-    /// A raw HTTP/1.1 server: answers each request head with `body_len` bytes; closes the
-    /// connection after `per_conn` responses. Counts accepted connections.
-    async fn server(body_len: usize, per_conn: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    /// A raw HTTP/1.1 server: the n-th request head on a connection is answered with what
+    /// `answer(n)` says, after its delay; the connection closes after the last answer. Counts accepted
+    /// connections.
+    async fn scripted_server<F>(answer: F) -> (SocketAddr, Arc<AtomicUsize>)
+    where
+        F: Fn(usize) -> Option<(Duration, Vec<u8>)> + Clone + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -409,9 +413,10 @@ mod tests {
             loop {
                 let (mut s, _) = listener.accept().await.unwrap();
                 count.fetch_add(1, Ordering::SeqCst);
+                let answer = answer.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
-                    for _ in 0..per_conn {
+                    for n in 0.. {
                         while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
                             let mut chunk = [0u8; 4096];
                             match s.read(&mut chunk).await {
@@ -420,10 +425,12 @@ mod tests {
                             }
                         }
                         buf.clear();
-                        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {body_len}\r\n\r\n");
-                        let mut out = head.into_bytes();
-                        out.resize(out.len() + body_len, b'x');
-                        if s.write_all(&out).await.is_err() {
+                        let Some((delay, out)) = answer(n) else {
+                            return;
+                        };
+                        tokio::time::sleep(delay).await;
+                        // Closed right after the last answer.
+                        if s.write_all(&out).await.is_err() || answer(n + 1).is_none() {
                             return;
                         }
                     }
@@ -431,6 +438,18 @@ mod tests {
             }
         });
         (addr, accepted)
+    }
+
+    /// Answers each request head with `body_len` bytes; closes the connection after `per_conn`
+    /// responses.
+    async fn server(body_len: usize, per_conn: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+        scripted_server(move |n| {
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {body_len}\r\n\r\n");
+            let mut out = head.into_bytes();
+            out.resize(out.len() + body_len, b'x');
+            (n < per_conn).then_some((Duration::ZERO, out))
+        })
+        .await
     }
 
     /// A response deadline no test reaches.
@@ -875,39 +894,10 @@ mod tests {
         assert!(matches!(err, PoolError::Connect(_)), "{err}");
     }
 
-    /// A server that answers the n-th request on a connection after `delays[n]`.
+    /// Answers the n-th request on a connection with "ok" after `delays[n]`.
     async fn slow_server(delays: Vec<Duration>) -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                count.fetch_add(1, Ordering::SeqCst);
-                let delays = delays.clone();
-                tokio::spawn(async move {
-                    for delay in delays {
-                        let mut buf = Vec::new();
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            let mut chunk = [0u8; 4096];
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        tokio::time::sleep(delay).await;
-                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if s.write_all(ok).await.is_err() {
-                            return;
-                        }
-                    }
-                    // Holds the connection open without answering.
-                    let _ = s.read(&mut [0u8; 1]).await;
-                });
-            }
-        });
-        (addr, accepted)
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec();
+        scripted_server(move |n| delays.get(n).map(|d| (*d, ok.clone()))).await
     }
 
     #[tokio::test(flavor = "current_thread")]
