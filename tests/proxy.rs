@@ -10,13 +10,16 @@
 //! - a request head over `--max-header-bytes` is 431;
 //! - `backend-protocol: H2C`: an HTTP/2 cleartext backend's trailers reach an h2c client;
 //!   `backend-protocol: GRPC` with an unreachable backend answers HTTP 200 with `grpc-status` 14,
-//!   with a backend slower than `--upstream-timeout` `grpc-status` 4 (plain H2C: a short 504);
+//!   with a backend slower than `--upstream-timeout` `grpc-status` 4 (plain H2C: a short 504;
+//!   plain HTTP/1.1: 504 after about the timeout);
 //! - (`backend-protocol: HTTPS` and its verification: `tests/upstream.rs`);
 //! - one endpoint of two refuses connections: every GET still succeeds (retried on the other
 //!   endpoint), and the refusing endpoint is ejected with a log line naming it; the route,
 //!   endpoint and backend metrics and the access log's bytes and upstream latency count them;
 //! - one endpoint of two is killed (its runtime, listener and connections gone) under a stream of
-//!   GETs: at most the request in flight fails, every later one succeeds.
+//!   GETs: at most the request in flight fails, every later one succeeds;
+//! - a streamed response reaches an HTTP/1.1 client chunked, and a HEAD answer carries no body:
+//!   the next response on the same connection still parses.
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -616,4 +619,33 @@ fn killing_an_endpoint_under_load_fails_at_most_the_request_in_flight() {
         &["endpoint ejected", &victim.to_string(), "kill-svc"],
         Duration::from_secs(5),
     );
+}
+
+#[test]
+fn streamed_and_head_responses_keep_the_client_connection_in_step() {
+    let b = Backends::new();
+    let demo = b.demo("stream");
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), "stream.example", "stream-svc", &[demo], &[]);
+    let d = Daemon::start(DaemonConfig::new(dir.path(), BASES[4]));
+    let mut conn = HttpConn::connect(d.http_addr()).unwrap();
+    // A body of unknown length goes to an HTTP/1.1 client chunked.
+    let r = conn
+        .request("stream.example", "/stream?seconds=1", &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", d.log.text());
+    assert_eq!(
+        r.header("transfer-encoding"),
+        Some("chunked"),
+        "{:?}",
+        r.headers
+    );
+    assert!(r.body.lines().count() >= 5, "{:?}", r.body);
+    // HEAD: the head only; the next response on the connection must parse.
+    let r = conn.send("HEAD", "stream.example", "/", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    let r = conn.request("stream.example", "/", &[]).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(!r.body.is_empty());
 }
