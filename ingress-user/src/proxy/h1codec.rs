@@ -167,37 +167,23 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         // below. A fixed array: a `Vec` here was an allocation per response.
         let base = buf.as_ptr() as usize;
         let mut places = [Place::default(); MAX_HEADERS];
-        let mut content_length: Option<u64> = None;
-        let mut chunked = false;
-        let mut transfer_encoding = false;
-        let mut close = false;
-        let mut keep_alive_token = false;
+        let mut framing_fields = FramingFields::default();
         for (h, place) in resp.headers.iter().zip(places.iter_mut()) {
-            let name = h.name.as_bytes();
-            if name.eq_ignore_ascii_case(b"content-length") {
-                for part in h.value.split(|b| *b == b',') {
-                    let n = parse_decimal(part.trim_ascii()).ok_or(CodecError::ContentLength)?;
-                    if content_length.is_some_and(|seen| seen != n) {
-                        return Err(CodecError::ContentLength);
-                    }
-                    content_length = Some(n);
-                }
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                transfer_encoding = true;
-                // Only the final coding tells: chunked must be last.
-                let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
-                chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
-                }
-            }
+            framing_fields
+                .take(h.name.as_bytes(), h.value)
+                .map_err(|_| CodecError::ContentLength)?;
             *place = Place::of(base, h);
         }
         let fields = resp.headers.len();
         let head = buf.split_to(len).freeze();
         let mut headers = sliced_headers(&head, &places[..fields]).map_err(CodecError::Header)?;
+        let FramingFields {
+            content_length,
+            encoding,
+            close,
+            keep_alive: keep_alive_token,
+        } = framing_fields;
+        let (transfer_encoding, chunked) = (encoding.is_some(), encoding == Some(true));
         let mut keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
         let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
             keep_alive = false;
@@ -277,8 +263,50 @@ pub(super) fn sliced_headers(head: &Bytes, places: &[Place]) -> Result<HeaderMap
     Ok(headers)
 }
 
+/// What the framing and persistence fields of a message head say (RFC 9112 §6, §9.3), gathered
+/// field by field while a head is parsed (requests and responses alike).
+#[derive(Debug, Default)]
+pub(super) struct FramingFields {
+    pub content_length: Option<u64>,
+    /// Transfer-Encoding: `Some(true)` when its last coding is `chunked` (only the last one tells;
+    /// a later field overrides an earlier one), `Some(false)` for any other last coding.
+    pub encoding: Option<bool>,
+    /// `Connection: close`.
+    pub close: bool,
+    /// `Connection: keep-alive`.
+    pub keep_alive: bool,
+}
+
+/// A Content-Length that is not a number, or differs from another one in the same head.
+#[derive(Debug)]
+pub(super) struct InvalidLength;
+
+impl FramingFields {
+    /// Takes in one header field (others are ignored).
+    pub(super) fn take(&mut self, name: &[u8], value: &[u8]) -> Result<(), InvalidLength> {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            for part in value.split(|b| *b == b',') {
+                let n = parse_decimal(part.trim_ascii()).ok_or(InvalidLength)?;
+                if self.content_length.is_some_and(|seen| seen != n) {
+                    return Err(InvalidLength);
+                }
+                self.content_length = Some(n);
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
+            self.encoding = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A `content-length` value: decimal digits only, at most 19 of them.
-pub(super) fn parse_decimal(digits: &[u8]) -> Option<u64> {
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }

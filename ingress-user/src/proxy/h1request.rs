@@ -12,7 +12,7 @@
 use bytes::{BufMut as _, BytesMut};
 use http::{header, HeaderMap, Method, StatusCode, Uri, Version};
 
-use super::h1codec::{parse_decimal, sliced_headers, Place};
+use super::h1codec::{sliced_headers, FramingFields, Place};
 
 /// The HTTP/2 connection preface: a client speaking h2c with prior knowledge starts with it.
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -111,30 +111,15 @@ pub fn parse_request(
     let target_at = target.as_ptr() as usize - base..target.as_ptr() as usize - base + target.len();
     // Places of names and values in the head: both are sliced from it once it is cut (no copy).
     let mut places = [Place::default(); MAX_HEADERS];
-    let mut content_length: Option<u64> = None;
-    let mut encoding: Option<bool> = None;
-    let (mut close, mut keep_alive_token, mut expect_continue) = (false, false, false);
+    let mut framing = FramingFields::default();
+    let mut expect_continue = false;
     let mut hosts = 0;
     for (h, place) in req.headers.iter().zip(places.iter_mut()) {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            for part in h.value.split(|b| *b == b',') {
-                let n = parse_decimal(part.trim_ascii()).ok_or(RequestError::ContentLength)?;
-                if content_length.is_some_and(|seen| seen != n) {
-                    return Err(RequestError::ContentLength);
-                }
-                content_length = Some(n);
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Only the final coding tells (§6.3 4); a later field overrides an earlier one.
-            let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
-            encoding = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
-        } else if name.eq_ignore_ascii_case(b"expect") {
+        framing
+            .take(name, h.value)
+            .map_err(|_| RequestError::ContentLength)?;
+        if name.eq_ignore_ascii_case(b"expect") {
             expect_continue |= h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
@@ -145,6 +130,12 @@ pub fn parse_request(
     if version == Version::HTTP_11 && hosts != 1 {
         return Err(RequestError::Host);
     }
+    let FramingFields {
+        content_length,
+        encoding,
+        close,
+        keep_alive: keep_alive_token,
+    } = framing;
     let body = match (encoding, content_length) {
         (Some(_), _) if version == Version::HTTP_10 => return Err(RequestError::EncodingInHttp10),
         (Some(_), Some(_)) => return Err(RequestError::LengthAndEncoding),
