@@ -200,7 +200,7 @@ impl Forwarder {
         );
 
         let grpc = matches!(&chosen, Some((b, _)) if b.upstream.protocol == BackendProtocol::Grpc);
-        let outcome = match (redirect, chosen) {
+        let mut outcome = match (redirect, chosen) {
             (Some(location), _) => Outcome::redirect(location),
             (None, None) => Outcome::local(
                 StatusCode::NOT_FOUND,
@@ -212,16 +212,20 @@ impl Forwarder {
                     .unavailable
                     .clone()
                     .unwrap_or_else(|| format!("{} has no ready endpoints", backend.service));
-                Outcome::local(StatusCode::SERVICE_UNAVAILABLE, "no_endpoints", why)
-                    .with_backend(backend.label.clone())
+                let mut outcome =
+                    Outcome::local(StatusCode::SERVICE_UNAVAILABLE, "no_endpoints", why);
+                outcome.backend = Some(backend.label.clone());
+                outcome
             }
-            (None, Some((backend, Some(pick)))) => self
-                .forward(req, backend, pick, host, &forwarded)
-                .await
-                .with_backend(backend.label.clone()),
+            (None, Some((backend, Some(pick)))) => {
+                let mut outcome = self.forward(req, backend, pick, host, &forwarded).await;
+                outcome.backend = Some(backend.label.clone());
+                outcome
+            }
         };
-
-        let outcome = if grpc { outcome.grpc() } else { outcome };
+        if grpc {
+            outcome.grpc();
+        }
         let status = outcome.response.status();
         let duration = started.elapsed();
         self.metrics.record(&Report {
@@ -364,7 +368,7 @@ impl Forwarder {
         }
         let set_cookie = pick.set_cookie.take();
         pick.done(upstream_time, matches!(result, Ok(Ok(_))));
-        let outcome = match result {
+        let mut outcome = match result {
             Err(_) => Outcome::local(
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout",
@@ -429,7 +433,7 @@ impl Forwarder {
                 }
             }
         };
-        let mut outcome = outcome.with_endpoint(endpoint);
+        outcome.endpoint = Some(endpoint);
         outcome.upstream_ms = Some(upstream_ms);
         outcome
     }

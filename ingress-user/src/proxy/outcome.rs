@@ -59,14 +59,15 @@ impl Outcome {
 
     /// For gRPC backends: the proxy's own 502/503/504 as gRPC clients expect them, HTTP 200 with
     /// only headers, `grpc-status` 14 UNAVAILABLE (4 DEADLINE_EXCEEDED for a timeout).
-    pub fn grpc(mut self) -> Self {
+    /// (In place: an `Outcome` is a few hundred bytes, moved by value it is copied each time.)
+    pub fn grpc(&mut self) {
         let code = match self.response.status() {
             StatusCode::GATEWAY_TIMEOUT => "4",
             StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => "14",
-            _ => return self,
+            _ => return,
         };
         if self.error_kind.is_none() {
-            return self;
+            return;
         }
         let message = match code {
             "4" => "upstream timed out",
@@ -81,17 +82,6 @@ impl Outcome {
         h.insert("grpc-status", HeaderValue::from_static(code));
         h.insert("grpc-message", HeaderValue::from_static(message));
         self.response = response;
-        self
-    }
-
-    pub fn with_backend(mut self, backend: Arc<String>) -> Self {
-        self.backend = Some(backend);
-        self
-    }
-
-    pub fn with_endpoint(mut self, endpoint: SocketAddr) -> Self {
-        self.endpoint = Some(endpoint);
-        self
     }
 }
 
