@@ -18,10 +18,11 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
 
-use super::h1codec::{Chunk, ChunkedDecoder, CodecError};
+use super::{
+    h1codec::{Chunk, ChunkedDecoder, CodecError},
+    h1conn::{READ_CHUNK, READ_CHUNK_LARGE},
+};
 
-/// Read buffer space made free before a read of a small body.
-const READ_CHUNK: usize = 8 << 10;
 /// The interim response a client sending `Expect: 100-continue` waits for.
 pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -60,9 +61,10 @@ impl BodyState {
         }
     }
 
+    /// Read buffer space to make free before the next read of this body.
     pub(super) fn read_size(&self) -> usize {
         match self {
-            Self::Length(left) if *left > READ_CHUNK as u64 => 64 << 10,
+            Self::Length(left) if *left > READ_CHUNK as u64 => READ_CHUNK_LARGE,
             _ => READ_CHUNK,
         }
     }

@@ -1,13 +1,16 @@
 //! The HTTP/1.1 wire format of the upstream side, without I/O: request heads and chunks out,
 //! response heads and body framing in (RFC 9112). `h1conn` drives it over a socket.
 //!
+//! Chunk framing (`put_chunk_size`, `encode_last_chunk`) serves both sides: request bodies going
+//! up, response bodies going to clients (`h1server`).
+//!
 //! Data flow: `encode_head` writes a request head (the framing header it is told to add) into the
 //! connection's write buffer; `parse_head` reads a response head from the front of the read
 //! buffer and decides how its body is delimited (`Framing`, §6.3) and whether the connection can
 //! carry another request (`keep_alive`); the body is then cut from the same buffer (`Length`), or
 //! decoded by `ChunkedDecoder` (`Chunked`, trailers included), or read until the backend closes
 //! (`Close`). Everything here is a pure function of its input, tested with tables below.
-use bytes::{Buf as _, Bytes, BytesMut};
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
 /// A response head larger than this is refused (hyper's client allows ~400 KiB; 64 KiB is what
@@ -74,7 +77,7 @@ pub fn encode_head<'a>(
         RequestFraming::AsIs => {}
         RequestFraming::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa_u64(n, &mut [0; 20]));
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -82,25 +85,38 @@ pub fn encode_head<'a>(
     out.extend_from_slice(b"\r\n");
 }
 
-/// The size line of a chunk of `len` bytes (`len` must not be 0: that is the last chunk).
-pub fn chunk_size_line(len: usize) -> Bytes {
-    Bytes::from(format!("{len:x}\r\n"))
+/// Writes the size line of a chunk of `len` bytes (not 0: that is the last chunk).
+pub fn put_chunk_size(out: &mut BytesMut, len: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut n = len;
+    loop {
+        i -= 1;
+        digits[i] = HEX[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[i..]);
+    out.put_slice(b"\r\n");
+}
+
+/// The last chunk followed by `trailers` and the end of the message.
+pub fn encode_last_chunk(out: &mut BytesMut, trailers: Option<&HeaderMap>) {
+    out.put_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
 }
 
 /// The last chunk and the end of an (empty) trailer section.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
-
-fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
-}
 
 /// How a response body is delimited (RFC 9112 §6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -591,7 +607,24 @@ mod tests {
             );
             assert_eq!(String::from_utf8(out).unwrap(), want, "{framing:?}");
         }
-        assert_eq!(&chunk_size_line(4096)[..], b"1000\r\n");
+    }
+
+    #[test]
+    fn chunk_framing() {
+        let mut out = BytesMut::new();
+        for n in [1usize, 15, 16, 4096, 0x1_0000] {
+            out.clear();
+            put_chunk_size(&mut out, n);
+            assert_eq!(&out[..], format!("{n:x}\r\n").as_bytes());
+        }
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        out.clear();
+        encode_last_chunk(&mut out, Some(&trailers));
+        assert_eq!(&out[..], b"0\r\ngrpc-status: 0\r\n\r\n");
+        out.clear();
+        encode_last_chunk(&mut out, None);
+        assert_eq!(&out[..], b"0\r\n\r\n");
     }
 
     /// The data joined, the trailers, the bytes fed but not taken.

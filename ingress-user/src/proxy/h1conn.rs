@@ -32,9 +32,9 @@ use super::h1codec::{self, Chunk, ChunkedDecoder, CodecError, Framing, Head, Req
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Read buffer space made free before a read of a head or a small body.
-const READ_CHUNK: usize = 8 << 10;
+pub(super) const READ_CHUNK: usize = 8 << 10;
 /// Read buffer space made free before a read of a large body.
-const READ_CHUNK_LARGE: usize = 64 << 10;
+pub(super) const READ_CHUNK_LARGE: usize = 64 << 10;
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -383,9 +383,8 @@ impl<B> Sending<'_, B> {
             return;
         }
         self.pending = if self.chunked {
-            let line = h1codec::chunk_size_line(data.len());
-            let mut framed = BytesMut::with_capacity(line.len() + data.len() + 2);
-            framed.extend_from_slice(&line);
+            let mut framed = BytesMut::with_capacity(18 + data.len() + 2);
+            h1codec::put_chunk_size(&mut framed, data.len());
             framed.extend_from_slice(&data);
             framed.extend_from_slice(b"\r\n");
             framed.freeze()

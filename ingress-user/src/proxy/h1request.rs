@@ -7,9 +7,10 @@
 //! delimited (`BodyFraming`), whether the client wants `100 Continue` and whether the connection
 //! may carry another request. A refused head is a `RequestError` that knows its status (400, 431).
 //! For the answer, `response_framing` decides how the response body is delimited for this client
-//! and `encode_response_head` writes the status line and header section. Pure functions, tested
+//! and `encode_response_head` writes the status line and header section (chunk framing is
+//! `h1codec`'s, shared with the upstream side). Pure functions, tested
 //! with tables below.
-use bytes::{BufMut as _, BytesMut};
+use bytes::BytesMut;
 use http::{header, HeaderMap, Method, StatusCode, Uri, Version};
 
 use super::h1codec::{sliced_headers, FramingFields, Place};
@@ -252,36 +253,6 @@ pub fn encode_response_head(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// Writes the size line of a chunk of `len` bytes (not 0: that is the last chunk).
-pub fn put_chunk_size(out: &mut BytesMut, len: usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    let mut n = len;
-    loop {
-        i -= 1;
-        digits[i] = HEX[n & 15];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&digits[i..]);
-    out.put_slice(b"\r\n");
-}
-
-/// The last chunk followed by `trailers` and the end of the message.
-pub fn encode_last_chunk(out: &mut BytesMut, trailers: Option<&HeaderMap>) {
-    out.put_slice(b"0\r\n");
-    for (name, value) in trailers.into_iter().flatten() {
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
-    }
-    out.put_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -544,23 +515,5 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 404 Not Found\r\nx-a: 1\r\ndate: upstream\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n"
         );
-    }
-
-    #[test]
-    fn chunk_framing() {
-        let mut out = BytesMut::new();
-        for n in [1usize, 15, 16, 4096, 0x1_0000] {
-            out.clear();
-            put_chunk_size(&mut out, n);
-            assert_eq!(&out[..], format!("{n:x}\r\n").as_bytes());
-        }
-        let mut trailers = HeaderMap::new();
-        trailers.insert("grpc-status", HeaderValue::from_static("0"));
-        out.clear();
-        encode_last_chunk(&mut out, Some(&trailers));
-        assert_eq!(&out[..], b"0\r\ngrpc-status: 0\r\n\r\n");
-        out.clear();
-        encode_last_chunk(&mut out, None);
-        assert_eq!(&out[..], b"0\r\n\r\n");
     }
 }

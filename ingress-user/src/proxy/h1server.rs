@@ -38,8 +38,8 @@ use tokio_util::io::poll_read_buf;
 use super::{
     forward::ProxyBody,
     h1body::{BodyState, Feeding, CONTINUE},
-    h1codec::ChunkedDecoder,
-    h1conn::reserve,
+    h1codec::{self, ChunkedDecoder},
+    h1conn::{reserve, READ_CHUNK},
     h1request::{self, BodyFraming, Persistence, RequestError, RequestHead, ResponseFraming},
     websocket,
 };
@@ -48,8 +48,6 @@ pub use super::h1body::{RequestBody, RequestBodyError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Read buffer space made free before a read.
-const READ_CHUNK: usize = 8 << 10;
 /// Response bytes queued for writing before the body is polled again.
 const WRITE_HIGH: usize = 64 << 10;
 /// What is left of an unread request body that is read and dropped to keep the connection.
@@ -498,7 +496,7 @@ impl Conn {
                         match frame.into_data() {
                             Ok(data) if data.is_empty() => {}
                             Ok(data) if chunked => {
-                                h1request::put_chunk_size(&mut self.scratch, data.len());
+                                h1codec::put_chunk_size(&mut self.scratch, data.len());
                                 self.out.parts.push_back(self.scratch.split().freeze());
                                 self.out.parts.push_back(data);
                                 self.out.parts.push_back(Bytes::from_static(b"\r\n"));
@@ -507,7 +505,7 @@ impl Conn {
                             Err(frame) => {
                                 if let (Ok(trailers), true) = (frame.into_trailers(), chunked) {
                                     let wanted = trailers_wanted.then_some(&trailers);
-                                    h1request::encode_last_chunk(&mut self.scratch, wanted);
+                                    h1codec::encode_last_chunk(&mut self.scratch, wanted);
                                     self.out.parts.push_back(self.scratch.split().freeze());
                                     body = None;
                                 }
@@ -517,7 +515,9 @@ impl Conn {
                     }
                     Poll::Ready(None) => {
                         if chunked {
-                            self.out.parts.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                            self.out
+                                .parts
+                                .push_back(Bytes::from_static(h1codec::LAST_CHUNK));
                         }
                         body = None;
                         continue;

@@ -50,6 +50,7 @@ pub enum Backend {
 
 /// The backend side of an accepted upgrade, carried in the extensions of the `101` response to
 /// the client connection (`h1server`), which joins it with its own side once the `101` is sent.
+/// Shared and taken once: response extensions must be `Clone`, a socket is not.
 #[derive(Clone, Debug)]
 pub struct Upgrade(Arc<Mutex<Option<(Backend, SocketAddr)>>>);
 
